@@ -1,0 +1,211 @@
+//! The `rifle` command line.
+use crate::config::{self, Loaded};
+use crate::engine::{RunOptions, Summary, Trainer};
+use crate::registry::{self, Kind};
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "rifle", version, about = "Fine-tune pretrained CNNs from YAML pipelines (RIFLE, ICML 2020, and the methods it is compared to)")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Train a pipeline (or resume a run).
+    Run {
+        /// The pipeline file (optional with --resume: the run's own pipeline.yaml is used).
+        pipeline: Option<PathBuf>,
+        /// Override a key: --set optimizer.lr=0.1 (typed as YAML).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Run directory (default: <output.dir>/<name>-<time>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Continue the run in this directory from its last checkpoint.
+        #[arg(long, value_name = "RUN_DIR")]
+        resume: Option<PathBuf>,
+        /// Load a dynamic plugin library.
+        #[arg(long = "plugin", value_name = "PATH")]
+        plugins: Vec<PathBuf>,
+    },
+    /// Check a pipeline (plugins, parameters, paths) without loading data or weights.
+    Validate {
+        pipeline: PathBuf,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        #[arg(long = "plugin", value_name = "PATH")]
+        plugins: Vec<PathBuf>,
+        /// Print the resolved pipeline.
+        #[arg(long)]
+        print: bool,
+    },
+    /// List the registered plugins (built-in and loaded) with their parameters.
+    Plugins {
+        /// Only this kind (backbone, dataset, augment, regularizer, scheduler, strategy, probe).
+        kind: Option<String>,
+        #[arg(long = "plugin", value_name = "PATH")]
+        plugins: Vec<PathBuf>,
+    },
+    /// Classify images with a trained run or a pipeline plus weights.
+    Predict {
+        /// A run directory, or a pipeline file.
+        model: PathBuf,
+        images: Vec<PathBuf>,
+        /// Weights file (default: the run's best checkpoint, or the pipeline's `weights`).
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        #[arg(long, default_value_t = 5)]
+        top_k: usize,
+        /// Print the raw logits as JSON instead of the top classes.
+        #[arg(long)]
+        logits: bool,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+}
+
+pub fn load(pipeline: &Path, set: &[String], plugins: &[PathBuf]) -> Result<Loaded> {
+    config::load(pipeline, set, plugins).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Runs a command; returns the process exit code.
+pub fn main(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Command::Run { pipeline, set, out, resume, plugins } => {
+            let summary = run(pipeline.as_deref(), &set, out, resume, &plugins)?;
+            Ok(if summary.interrupted { 130 } else { 0 })
+        }
+        Command::Validate { pipeline, set, plugins, print } => {
+            let loaded = load(&pipeline, &set, &plugins)?;
+            if print {
+                print!("{}", loaded.resolved);
+            }
+            eprintln!("{}: ok", pipeline.display());
+            Ok(0)
+        }
+        Command::Plugins { kind, plugins } => {
+            for lib in &plugins {
+                crate::dynamic::load(lib)?;
+            }
+            for lib in crate::dynamic::from_env()? {
+                crate::dynamic::load(&lib)?;
+            }
+            print!("{}", list_plugins(kind.as_deref().map(Kind::parse).transpose()?));
+            Ok(0)
+        }
+        Command::Predict { model, images, weights, top_k, logits, set } => {
+            print!("{}", crate::predict::predict(&model, &images, weights.as_deref(), top_k, logits, &set)?);
+            Ok(0)
+        }
+    }
+}
+
+/// `rifle plugins`: every plugin with its parameters.
+pub fn list_plugins(only: Option<Kind>) -> String {
+    let mut out = String::new();
+    for kind in Kind::ALL.into_iter().filter(|k| only.is_none_or(|o| o == *k)) {
+        out.push_str(&format!("{kind}:\n"));
+        for e in registry::entries().into_iter().filter(|e| e.spec.kind == kind) {
+            let source = if e.source == registry::Source::BuiltIn { String::new() } else { format!("  [{}]", e.source) };
+            out.push_str(&format!("  {} — {}{source}\n", e.spec.name, e.spec.doc));
+            for p in e.spec.params {
+                let default = match p.default_value() {
+                    Some(v) => v.to_string(),
+                    None if p.default == crate::params::Default::Required => "required".into(),
+                    None => "unset".into(),
+                };
+                out.push_str(&format!("      {:<22} {:<28} {:<12} {}\n", p.name, p.type_name(), default, p.doc));
+            }
+            out.push_str(&format!("      example: {}: {}\n", e.spec.name, e.spec.example));
+        }
+    }
+    out
+}
+
+/// `rifle run`: trains, handling SIGINT/SIGTERM (the first stops at the next step with a resumable
+/// checkpoint, a second exits at once).
+pub fn run(pipeline: Option<&Path>, set: &[String], out: Option<PathBuf>, resume: Option<PathBuf>, plugins: &[PathBuf]) -> Result<Summary> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 130, stop.clone())?;
+        signal_hook::flag::register(signal, stop.clone())?;
+    }
+    let progress_bar = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let options = RunOptions { out, resume: resume.is_some(), stop: stop.clone(), progress_bar };
+    let (loaded, dir) = match &resume {
+        Some(dir) => {
+            let recorded = dir.join("pipeline.yaml");
+            anyhow::ensure!(recorded.exists(), "{}: not a run directory (no pipeline.yaml)", dir.display());
+            let loaded = load(&recorded, set, plugins)?;
+            if let Some(p) = pipeline {
+                let given = load(p, set, plugins)?;
+                if given.resolved != loaded.resolved {
+                    bail!("{} differs from the run's recorded pipeline {}; resume without a pipeline argument", p.display(), recorded.display());
+                }
+            }
+            (loaded, dir.clone())
+        }
+        None => {
+            let Some(p) = pipeline else { bail!("give a pipeline file, or --resume RUN_DIR") };
+            let loaded = load(p, set, plugins)?;
+            let dir = options.out.clone().unwrap_or_else(|| default_run_dir(&loaded, p));
+            (loaded, dir)
+        }
+    };
+    execute(&loaded, &dir, &options)
+}
+
+fn default_run_dir(loaded: &Loaded, pipeline: &Path) -> PathBuf {
+    let name = if loaded.pipeline.name.is_empty() {
+        pipeline.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into())
+    } else {
+        loaded.pipeline.name.clone()
+    };
+    let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S");
+    PathBuf::from(&loaded.pipeline.output.dir).join(format!("{name}-{stamp}"))
+}
+
+/// Builds and trains a loaded pipeline in `dir`.
+pub fn execute(loaded: &Loaded, dir: &Path, options: &RunOptions) -> Result<Summary> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create run directory {}", dir.display()))?;
+    if let Ok(file) = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("log.txt")) {
+        crate::logging::tee_to(file);
+    }
+    let device = crate::engine::device(&loaded.pipeline.device)?;
+    tracing::info!("rifle {}: device {device:?}, run directory {}", env!("CARGO_PKG_VERSION"), dir.display());
+    let mut trainer = Trainer::build(loaded, dir, options.resume)?;
+    let total = (trainer.epochs * trainer.train.steps_per_epoch()) as u64;
+    let bar = options.progress_bar.then(|| {
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps, {per_sec}, ETA {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let summary = trainer.fit(&options.stop, bar.as_ref());
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let summary = summary?;
+    if summary.interrupted || options.stop.load(Ordering::Relaxed) {
+        eprintln!("stopped; resume with: rifle run --resume {}", summary.dir.display());
+    } else {
+        let pct = |v: Option<f64>| v.map(|x| format!("{:.2}%", 100.0 * x)).unwrap_or_else(|| "-".into());
+        eprintln!(
+            "done in {:.1}s: final test top-1 {}, best {} (epoch {}); run directory {}",
+            summary.seconds,
+            pct(summary.final_top1),
+            pct(summary.best_top1),
+            summary.best_epoch.map(|e| (e + 1).to_string()).unwrap_or_else(|| "-".into()),
+            summary.dir.display()
+        );
+    }
+    Ok(summary)
+}

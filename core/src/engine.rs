@@ -1,0 +1,486 @@
+//! The training engine: builds a run from a checked pipeline and runs the loop. The loop (`Trainer::fit`)
+//! calls plugins only through their hooks; everything a method changes, it changes there.
+use crate::checkpoint::{self, Checkpoint, Meters};
+use crate::config::{Amp, Loaded, OnNonFinite, PluginUse};
+use crate::data::loader::{HostBatch, Loader, LoaderConfig};
+use crate::data::Task;
+use crate::metrics::{EpochLine, MetricsLog};
+use crate::model::Net;
+use crate::optim::{Algorithm, Group, Optimizer};
+use crate::plugin::{Batch, Ctx, Hooks, Perturb, Progress, Record, Regularizer, Scheduler, Split, Strategy};
+use crate::registry::{guard, Built};
+use anyhow::{anyhow, bail, Context, Result};
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+pub struct RunOptions {
+    /// The run directory; default `<output.dir>/<name>-<timestamp>`.
+    pub out: Option<PathBuf>,
+    /// Continue the run in this directory from its `last` checkpoint.
+    pub resume: bool,
+    /// Set by SIGINT/SIGTERM: stop at the next step boundary with a resumable checkpoint.
+    pub stop: Arc<AtomicBool>,
+    pub progress_bar: bool,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    pub dir: PathBuf,
+    pub final_top1: Option<f64>,
+    pub best_top1: Option<f64>,
+    pub best_epoch: Option<usize>,
+    pub final_loss: f64,
+    pub interrupted: bool,
+    pub seconds: f64,
+}
+
+/// Picks the device a pipeline asks for.
+pub fn device(spec: &str) -> Result<Device> {
+    Ok(match spec {
+        "cpu" => Device::Cpu,
+        "auto" => Device::cuda_if_available(),
+        "cuda" if tch::Cuda::is_available() => Device::Cuda(0),
+        _ => match spec.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
+            Some(n) if (n as i64) < tch::Cuda::device_count() => Device::Cuda(n),
+            _ => bail!("device `{spec}` is not available (CUDA devices: {})", tch::Cuda::device_count()),
+        },
+    })
+}
+
+/// The strategies, as one forward perturbation. A panic inside a strategy is caught, remembered with its
+/// name, and reported by the trainer after the forward pass.
+struct Chain<'a> {
+    strategies: &'a [(String, Box<dyn Strategy>)],
+    failure: RefCell<Option<anyhow::Error>>,
+}
+
+impl Chain<'_> {
+    fn each(&self, hook: &str, x: Tensor, f: impl Fn(&dyn Strategy, Tensor) -> Tensor) -> Tensor {
+        self.strategies.iter().fold(x, |x, (name, s)| match guard(name, hook, || f(s.as_ref(), x.shallow_clone())) {
+            Ok(y) => y,
+            Err(e) => {
+                self.failure.borrow_mut().get_or_insert(e);
+                x
+            }
+        })
+    }
+}
+
+impl Perturb for Chain<'_> {
+    fn residual(&self, block: usize, blocks: usize, residual: Tensor, train: bool) -> Tensor {
+        self.each("residual", residual, |s, r| s.residual(block, blocks, r, train))
+    }
+    fn stage_output(&self, stage: usize, x: Tensor, train: bool) -> Tensor {
+        self.each("stage_output", x, |s, x| s.stage_output(stage, x, train))
+    }
+    fn features(&self, x: Tensor, train: bool) -> Tensor {
+        self.each("features", x, |s, x| s.features(x, train))
+    }
+    fn head_weight(&self, w: &Tensor, train: bool) -> Tensor {
+        self.each("head_weight", w.shallow_clone(), |s, w| s.head_weight(&w, train))
+    }
+}
+
+/// A run, built and ready to train.
+pub struct Trainer {
+    pub net: Net,
+    pub optimizer: Optimizer,
+    pub task: Task,
+    pub train: Loader,
+    pub test: Loader,
+    schedulers: Vec<(String, Box<dyn Scheduler>, Vec<usize>)>,
+    regularizers: Vec<(String, Box<dyn Regularizer>)>,
+    strategies: Vec<(String, Box<dyn Strategy>)>,
+    probes: Vec<(String, Box<dyn Hooks>)>,
+    pub epochs: usize,
+    pub seed: u64,
+    amp: Amp,
+    on_nonfinite: OnNonFinite,
+    checkpoint_every: usize,
+    checkpoint_steps: usize,
+    pub dir: PathBuf,
+    pub metrics: MetricsLog,
+    pub state: Checkpoint,
+}
+
+fn build_all<T>(uses: &[PluginUse], pick: impl Fn(Built) -> Option<T>) -> Result<Vec<(String, T)>> {
+    uses.iter()
+        .map(|u| {
+            let built = u.build()?;
+            pick(built).map(|b| (u.name().to_string(), b)).ok_or_else(|| anyhow!("{}: `{}` built the wrong kind of plugin", u.at, u.name()))
+        })
+        .collect()
+}
+
+impl Trainer {
+    /// Builds everything a pipeline describes: data, model (with pretrained weights), optimizer, plugins,
+    /// and the run directory; restores the last checkpoint when resuming.
+    pub fn build(loaded: &Loaded, dir: &Path, resume: bool) -> Result<Trainer> {
+        let p = &loaded.pipeline;
+        let device = device(&p.device)?;
+        if p.threads > 0 {
+            tch::set_num_threads(p.threads as i32);
+        }
+        tch::manual_seed(p.seed as i64);
+        let plugins = &loaded.plugins;
+
+        let Built::Dataset(dataset) = plugins.dataset.build()? else { bail!("dataset: not a dataset plugin") };
+        let task = dataset.task();
+        anyhow::ensure!(task.outputs() >= 1, "dataset: no classes or outputs");
+        let loader = |split: Split, augments: &[PluginUse], batch: usize, train: bool| -> Result<Loader> {
+            let samples = dataset.split(split).with_context(|| format!("dataset `{}`: {split:?} split", plugins.dataset.name()))?;
+            let augments = build_all(augments, |b| if let Built::Augment(a) = b { Some(a) } else { None })?;
+            let config = LoaderConfig {
+                batch_size: batch,
+                workers: p.data.workers,
+                prefetch: p.data.prefetch,
+                shuffle: train,
+                drop_last: train && p.data.drop_last,
+                seed: p.seed,
+                on_bad_image: p.data.on_bad_image,
+                normalize: p.data.normalize.clone(),
+            };
+            Ok(Loader::new(samples, augments.into_iter().map(|(_, a)| a).collect(), config))
+        };
+        let train = loader(Split::Train, &plugins.augment_train, p.batch_size, true)?;
+        let eval_batch = if p.eval_batch_size == 0 { p.batch_size } else { p.eval_batch_size };
+        let test = loader(Split::Test, &plugins.augment_eval, eval_batch, false)?;
+        anyhow::ensure!(!train.is_empty(), "dataset `{}`: the training split is empty", plugins.dataset.name());
+        anyhow::ensure!(
+            train.len() > 1 || p.batch_size == 1,
+            "dataset `{}`: the training split has a single sample; BatchNorm cannot train on it",
+            plugins.dataset.name()
+        );
+
+        let Built::Backbone(backbone) = plugins.backbone.build()? else { bail!("backbone: not a backbone plugin") };
+        let mut net = Net::build(backbone.as_ref(), task.outputs(), device)?;
+        if let Some(w) = &p.weights {
+            crate::weights::load(&mut net, w)?;
+        }
+
+        let algorithm = match p.optimizer.algorithm.as_str() {
+            "adamw" => Algorithm::Adamw { betas: p.optimizer.betas, eps: p.optimizer.eps },
+            _ => Algorithm::Sgd { momentum: p.optimizer.momentum, nesterov: p.optimizer.nesterov },
+        };
+        let groups = ["backbone", "head"]
+            .into_iter()
+            .map(|name| {
+                let cfg = p.optimizer.groups.get(name);
+                let params = net.parameters().into_iter().filter(|(n, _)| net.is_head(n) == (name == "head")).collect();
+                Group {
+                    name: name.to_string(),
+                    lr: p.optimizer.lr * cfg.map_or(1.0, |c| c.lr_mult),
+                    weight_decay: cfg.and_then(|c| c.weight_decay).unwrap_or(p.optimizer.weight_decay),
+                    params,
+                }
+            })
+            .collect();
+        let optimizer = Optimizer::new(algorithm, groups);
+
+        let schedulers = plugins
+            .schedulers
+            .iter()
+            .map(|(u, groups)| {
+                let Built::Scheduler(s) = u.build()? else { bail!("{}: not a scheduler", u.at) };
+                let idx = if groups.is_empty() { (0..optimizer.groups.len()).collect() } else { groups.iter().filter_map(|g| optimizer.group_index(g)).collect() };
+                Ok((u.name().to_string(), s, idx))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut regularizers = build_all(&plugins.regularizers, |b| if let Built::Regularizer(r) = b { Some(r) } else { None })?;
+        for (name, r) in &mut regularizers {
+            guard(name, "setup", || r.setup(&net))?.with_context(|| format!("regularizer `{name}`"))?;
+        }
+        let strategies = build_all(&plugins.strategies, |b| if let Built::Strategy(s) = b { Some(s) } else { None })?;
+        let probes = build_all(&plugins.probes, |b| if let Built::Probe(s) = b { Some(s as Box<dyn Hooks>) } else { None })?;
+
+        std::fs::create_dir_all(dir.join("checkpoints")).with_context(|| format!("cannot create run directory {}", dir.display()))?;
+        let mut state = if resume { checkpoint::read_state(dir)? } else { Checkpoint::default() };
+        if let Task::Classify { classes } = &task {
+            state.classes = classes.clone();
+        }
+        let metrics = MetricsLog::open(dir, state.metrics_lines)?;
+        if !resume {
+            crate::tensorfile::write_atomic(&dir.join("pipeline.yaml"), loaded.resolved.as_bytes())?;
+        }
+        let mut trainer = Trainer {
+            net,
+            optimizer,
+            task,
+            train,
+            test,
+            schedulers,
+            regularizers,
+            strategies,
+            probes,
+            epochs: p.epochs,
+            seed: p.seed,
+            amp: p.amp,
+            on_nonfinite: p.numerics.on_nonfinite,
+            checkpoint_every: p.output.checkpoint_every,
+            checkpoint_steps: p.output.checkpoint_steps,
+            dir: dir.to_path_buf(),
+            metrics,
+            state,
+        };
+        // Hooks see the freshly built model with its pretrained weights (to keep w0, say), also on resume.
+        trainer.each_hook("run_start", |h, ctx| h.run_start(ctx))?;
+        if resume {
+            checkpoint::restore(&trainer.dir, &trainer.state, &trainer.net, &mut trainer.optimizer)?;
+            tracing::info!("resuming {} at epoch {}, step {}", dir.display(), trainer.state.epoch, trainer.state.step);
+        }
+        Ok(trainer)
+    }
+
+    fn progress(&self) -> Progress {
+        Progress {
+            epoch: self.state.epoch,
+            epochs: self.epochs,
+            step: self.state.step,
+            step_in_epoch: self.state.step_in_epoch,
+            steps_per_epoch: self.train.steps_per_epoch(),
+        }
+    }
+
+    /// Learning rates for this step: each group's base rate times every scheduler that applies to it.
+    fn scheduled_lrs(&self, progress: &Progress) -> Result<Vec<f64>> {
+        let mut lrs = self.optimizer.base_lrs();
+        for (name, s, groups) in &self.schedulers {
+            let factor = guard(name, "factor", || s.factor(progress))?;
+            for &g in groups {
+                lrs[g] *= factor;
+            }
+        }
+        Ok(lrs)
+    }
+
+    /// Calls a hook on every strategy, then every probe, with the plugin's name on any error or panic.
+    fn each_hook(&mut self, hook: &str, f: impl Fn(&mut dyn Hooks, &mut Ctx) -> Result<()>) -> Result<Vec<f64>> {
+        let progress = self.progress();
+        let mut lrs = self.scheduled_lrs(&progress)?;
+        let mut records = Vec::new();
+        let mut ctx = Ctx { progress, net: &mut self.net, optimizer: &mut self.optimizer, lrs: &mut lrs, records: &mut records };
+        let hooks = self.strategies.iter_mut().map(|(n, s)| (n, s.as_mut() as &mut dyn Hooks)).chain(self.probes.iter_mut().map(|(n, p)| (n, p.as_mut())));
+        for (name, h) in hooks {
+            guard(name, hook, || f(h, &mut ctx))?.with_context(|| format!("plugin `{name}` ({hook})"))?;
+        }
+        self.write_records(records)?;
+        Ok(lrs)
+    }
+
+    fn write_records(&mut self, records: Vec<Record>) -> Result<()> {
+        records.iter().try_for_each(|r| self.metrics.record(r))
+    }
+
+    /// Trains until the last epoch or a stop request.
+    pub fn fit(&mut self, stop: &AtomicBool, bar: Option<&indicatif::ProgressBar>) -> Result<Summary> {
+        let started = Instant::now();
+        let steps = self.train.steps_per_epoch();
+        while self.state.epoch < self.epochs {
+            let epoch = self.state.epoch;
+            if self.state.step_in_epoch == 0 {
+                self.each_hook("epoch_start", |h, ctx| h.epoch_start(ctx))?;
+                self.state.meters = Meters::default();
+            }
+            let mut lrs = self.optimizer.base_lrs();
+            let clock = Instant::now();
+            for host in self.train.epoch(epoch, self.state.step_in_epoch) {
+                let host = host.with_context(|| format!("epoch {epoch}: loading a training batch"))?;
+                if host.targets.numel() > 0 {
+                    lrs = self.step(host)?;
+                }
+                self.state.step += 1;
+                self.state.step_in_epoch += 1;
+                if let Some(bar) = bar {
+                    bar.set_position((epoch * steps + self.state.step_in_epoch) as u64);
+                }
+                if stop.load(Ordering::Relaxed) {
+                    self.state.meters.seconds += clock.elapsed().as_secs_f64();
+                    self.save_last()?;
+                    return Ok(self.summary(started, true));
+                }
+                if self.checkpoint_steps > 0 && self.state.step % self.checkpoint_steps == 0 && self.state.step_in_epoch < steps {
+                    self.save_last()?;
+                }
+            }
+            self.state.meters.seconds += clock.elapsed().as_secs_f64();
+            self.finish_epoch(&lrs)?;
+        }
+        self.each_hook("run_end", |h, ctx| h.run_end(ctx))?;
+        checkpoint::write_weights(&self.dir.join("checkpoints/final.safetensors"), &self.net, &self.state)?;
+        Ok(self.summary(started, false))
+    }
+
+    /// One optimizer step on one batch, through the hooks. Returns the learning rates used.
+    fn step(&mut self, host: HostBatch) -> Result<Vec<f64>> {
+        let device = self.net.device();
+        // Every random draw of this step (dropout masks, re-initialisations, label noise) comes from a
+        // generator seeded by (seed, step): the same in a resumed run as in a straight one.
+        tch::manual_seed(step_seed(self.seed, self.state.step));
+        let true_labels = host.targets.shallow_clone();
+        let mut batch = Batch { images: host.inputs.to_device(device), labels: host.targets.to_device(device), soft_targets: None };
+        let progress = self.progress();
+        let mut lrs = self.scheduled_lrs(&progress)?;
+        let mut records = Vec::new();
+        let mut ctx = Ctx { progress, net: &mut self.net, optimizer: &mut self.optimizer, lrs: &mut lrs, records: &mut records };
+        for (name, s) in &mut self.strategies {
+            guard(name, "before_step", || s.before_step(&mut ctx, &mut batch))?.with_context(|| format!("strategy `{name}` (before_step)"))?;
+        }
+        for (name, p) in &mut self.probes {
+            guard(name, "before_step", || p.before_step(&mut ctx, &mut batch))?.with_context(|| format!("probe `{name}` (before_step)"))?;
+        }
+        let chain = Chain { strategies: &self.strategies, failure: RefCell::new(None) };
+        let logits = autocast(self.amp, device, || ctx.net.forward(&batch.images, true, &chain));
+        if let Some(e) = chain.failure.into_inner() {
+            return Err(e.context(format!("step {}: forward pass", self.state.step)));
+        }
+        let loss = loss(&self.task, &logits.to_kind(Kind::Float), &batch);
+        ctx.optimizer.zero_grad();
+        loss.backward();
+        let loss_value = loss.double_value(&[]);
+        if !loss_value.is_finite() || !grads_finite(ctx.optimizer) {
+            let what = if loss_value.is_finite() { "gradient" } else { "loss" };
+            match self.on_nonfinite {
+                OnNonFinite::Skip => {
+                    tracing::warn!("step {}: non-finite {what}; step skipped", self.state.step);
+                    self.state.meters.skipped_steps += 1;
+                    ctx.optimizer.zero_grad();
+                    return Ok(lrs);
+                }
+                OnNonFinite::Stop => bail!(
+                    "non-finite {what} at step {} (epoch {}, batch {}); stopped. The last good checkpoint is {} (set `numerics.on_nonfinite: skip` to skip such steps)",
+                    self.state.step,
+                    self.state.epoch,
+                    self.state.step_in_epoch,
+                    self.dir.join("checkpoints/last.safetensors").display()
+                ),
+            }
+        }
+        for (name, r) in &self.regularizers {
+            guard(name, "add_grad", || r.add_grad(ctx.net))?;
+        }
+        for (name, s) in &mut self.strategies {
+            guard(name, "after_backward", || s.after_backward(&mut ctx))?.with_context(|| format!("strategy `{name}` (after_backward)"))?;
+        }
+        for (name, p) in &mut self.probes {
+            guard(name, "after_backward", || p.after_backward(&mut ctx))?.with_context(|| format!("probe `{name}` (after_backward)"))?;
+        }
+        ctx.optimizer.step(ctx.lrs);
+        self.write_records(records)?;
+        self.state.meters.add(&self.task, &logits, &true_labels.to_device(device), loss_value);
+        Ok(lrs)
+    }
+
+    fn finish_epoch(&mut self, lrs: &[f64]) -> Result<()> {
+        let epoch = self.state.epoch;
+        let penalty = (!self.regularizers.is_empty()).then(|| self.regularizers.iter().map(|(_, r)| r.penalty(&self.net)).sum());
+        let skipped_images = self.train.take_skipped();
+        let train_line = self.state.meters.line(epoch, "train", &self.task, lrs, penalty, skipped_images);
+        let test_line = self.evaluate(epoch, lrs)?;
+        let test_top1 = test_line.top1.unwrap_or(-test_line.loss);
+        let pct = |t: Option<f64>| t.map(|t| format!(" top1 {:.2}%", 100.0 * t)).unwrap_or_default();
+        tracing::info!(
+            "epoch {}/{}: train loss {:.4}{}  test loss {:.4}{}",
+            epoch + 1,
+            self.epochs,
+            train_line.loss,
+            pct(train_line.top1),
+            test_line.loss,
+            pct(test_line.top1)
+        );
+        self.metrics.epoch(train_line)?;
+        self.metrics.epoch(test_line)?;
+        self.each_hook("epoch_end", |h, ctx| h.epoch_end(ctx))?;
+        self.state.epoch += 1;
+        self.state.step_in_epoch = 0;
+        self.state.last_top1 = Some(test_top1);
+        if self.state.best_top1.is_none_or(|b| test_top1 > b) {
+            self.state.best_top1 = Some(test_top1);
+            self.state.best_epoch = Some(epoch);
+            checkpoint::write_weights(&self.dir.join("checkpoints/best.safetensors"), &self.net, &self.state)?;
+        }
+        if self.state.epoch % self.checkpoint_every == 0 || self.state.epoch == self.epochs {
+            self.save_last()?;
+        }
+        Ok(())
+    }
+
+    fn save_last(&mut self) -> Result<()> {
+        self.state.metrics_lines = self.metrics.lines();
+        checkpoint::write_last(&self.dir, &self.net, &self.optimizer, &self.state)
+    }
+
+    /// Loss, top-1 and top-5 on the test split, in eval mode with no perturbation.
+    pub fn evaluate(&mut self, epoch: usize, lrs: &[f64]) -> Result<EpochLine> {
+        let clock = Instant::now();
+        let device = self.net.device();
+        let mut meters = Meters::default();
+        let chain = Chain { strategies: &self.strategies, failure: RefCell::new(None) };
+        for host in self.test.epoch(epoch, 0) {
+            let host = host.with_context(|| format!("epoch {epoch}: loading a test batch"))?;
+            if host.targets.numel() == 0 {
+                continue;
+            }
+            let targets = host.targets.to_device(device);
+            let (logits, loss_value) = tch::no_grad(|| {
+                let logits = autocast(self.amp, device, || self.net.forward(&host.inputs.to_device(device), false, &chain)).to_kind(Kind::Float);
+                let batch = Batch { images: Tensor::new(), labels: targets.shallow_clone(), soft_targets: None };
+                let l = loss(&self.task, &logits, &batch).double_value(&[]);
+                (logits, l)
+            });
+            meters.add(&self.task, &logits, &targets, loss_value);
+        }
+        if let Some(e) = chain.failure.into_inner() {
+            return Err(e.context("evaluation forward pass"));
+        }
+        meters.seconds = clock.elapsed().as_secs_f64();
+        Ok(meters.line(epoch, "test", &self.task, lrs, None, self.test.take_skipped()))
+    }
+
+    fn summary(&self, started: Instant, interrupted: bool) -> Summary {
+        let last_test = self.metrics.epochs().iter().rev().find(|e| e.split == "test");
+        Summary {
+            dir: self.dir.clone(),
+            final_top1: last_test.and_then(|e| e.top1),
+            best_top1: self.state.best_top1.filter(|_| last_test.is_some_and(|e| e.top1.is_some())),
+            best_epoch: self.state.best_epoch,
+            final_loss: last_test.map_or(f64::NAN, |e| e.loss),
+            interrupted,
+            seconds: started.elapsed().as_secs_f64(),
+        }
+    }
+}
+
+/// The seed of step `step`'s random draws.
+pub fn step_seed(seed: u64, step: usize) -> i64 {
+    let mut x = seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    (x >> 1) as i64
+}
+
+/// Cross-entropy (hard or soft targets) for classification, mean squared error for regression.
+pub fn loss(task: &Task, logits: &Tensor, batch: &Batch) -> Tensor {
+    match (task, &batch.soft_targets) {
+        (Task::Regress { .. }, _) => logits.mse_loss(&batch.labels, tch::Reduction::Mean),
+        (Task::Classify { .. }, Some(soft)) => -(soft * logits.log_softmax(-1, Kind::Float)).sum_dim_intlist(-1, false, Kind::Float).mean(Kind::Float),
+        (Task::Classify { .. }, None) => logits.cross_entropy_for_logits(&batch.labels),
+    }
+}
+
+fn grads_finite(optimizer: &Optimizer) -> bool {
+    let sums: Vec<Tensor> = optimizer.groups.iter().flat_map(|g| g.params.iter()).map(|(_, p)| p.grad()).filter(|g| g.defined()).map(|g| g.sum(Kind::Float)).collect();
+    sums.is_empty() || Tensor::stack(&sums, 0).sum(Kind::Float).double_value(&[]).is_finite()
+}
+
+fn autocast<T>(amp: Amp, device: Device, f: impl FnOnce() -> T) -> T {
+    if amp == Amp::Off || device == Device::Cpu {
+        f()
+    } else {
+        tch::autocast(true, f)
+    }
+}

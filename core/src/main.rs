@@ -1,0 +1,13 @@
+use clap::Parser;
+
+fn main() {
+    rifle_core::logging::init();
+    let cli = rifle_core::cli::Cli::parse();
+    match rifle_core::cli::main(cli) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! The one plugin registry. Built-in plugins register at link time with `register_plugin!` (inventory);
+//! dynamic libraries hand theirs over through a `Registrar` (see `dynamic.rs`). Both end up here, looked up
+//! by kind and name.
+use crate::params::{closest, Param, Params};
+use crate::plugin::{Augment, Backbone, Dataset, Probe, Regularizer, Scheduler, Strategy};
+use anyhow::{anyhow, bail, Result};
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Backbone,
+    Dataset,
+    Augment,
+    Regularizer,
+    Scheduler,
+    Strategy,
+    Probe,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 7] =
+        [Kind::Backbone, Kind::Dataset, Kind::Augment, Kind::Regularizer, Kind::Scheduler, Kind::Strategy, Kind::Probe];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Backbone => "backbone",
+            Kind::Dataset => "dataset",
+            Kind::Augment => "augment",
+            Kind::Regularizer => "regularizer",
+            Kind::Scheduler => "scheduler",
+            Kind::Strategy => "strategy",
+            Kind::Probe => "probe",
+        }
+    }
+
+    pub fn parse(name: &str) -> Result<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == name || format!("{}s", k.name()) == name).ok_or_else(|| {
+            let names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+            anyhow!("unknown plugin kind `{name}`; kinds are: {}", names.join(", "))
+        })
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A built plugin object.
+pub enum Built {
+    Backbone(Box<dyn Backbone>),
+    Dataset(Box<dyn Dataset>),
+    Augment(Box<dyn Augment>),
+    Regularizer(Box<dyn Regularizer>),
+    Scheduler(Box<dyn Scheduler>),
+    Strategy(Box<dyn Strategy>),
+    Probe(Box<dyn Probe>),
+}
+
+impl Built {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Built::Backbone(_) => Kind::Backbone,
+            Built::Dataset(_) => Kind::Dataset,
+            Built::Augment(_) => Kind::Augment,
+            Built::Regularizer(_) => Kind::Regularizer,
+            Built::Scheduler(_) => Kind::Scheduler,
+            Built::Strategy(_) => Kind::Strategy,
+            Built::Probe(_) => Kind::Probe,
+        }
+    }
+}
+
+/// Everything the registry knows about a plugin: what `rifle plugins` prints and how to build it.
+#[derive(Clone, Copy)]
+pub struct PluginSpec {
+    pub name: &'static str,
+    pub kind: Kind,
+    /// One line.
+    pub doc: &'static str,
+    pub params: &'static [Param],
+    /// The plugin's parameters as YAML, e.g. `{reinits: 3}`; a test builds every plugin from its example.
+    pub example: &'static str,
+    pub build: fn(&Params) -> Result<Built>,
+    /// The crate that defines the plugin (filled in by `register_plugin!`).
+    pub origin: &'static str,
+}
+
+inventory::collect!(PluginSpec);
+
+/// Registers a built-in plugin (or, inside a dynamic library, one of the library's plugins):
+/// `register_plugin! { name: "rifle", kind: Kind::Strategy, doc: "...", params: PARAMS, example: "{}", build }`
+#[macro_export]
+macro_rules! register_plugin {
+    ($($field:ident : $value:expr),* $(,)?) => {
+        $crate::inventory::submit! {
+            $crate::registry::PluginSpec { $($field: $value,)* origin: env!("CARGO_CRATE_NAME") }
+        }
+    };
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Source {
+    BuiltIn,
+    Library(PathBuf),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Source::BuiltIn => f.write_str("built-in"),
+            Source::Library(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Entry {
+    pub spec: PluginSpec,
+    pub source: Source,
+}
+
+impl Entry {
+    /// Builds the plugin from checked parameters; a panic inside the plugin becomes an error naming it.
+    pub fn build(&self, params: &Params) -> Result<Built> {
+        let built = guard(self.spec.name, "build", || (self.spec.build)(params))??;
+        if built.kind() != self.spec.kind {
+            bail!("plugin `{}` ({}) is registered as a {} but built a {}", self.spec.name, self.source, self.spec.kind, built.kind());
+        }
+        Ok(built)
+    }
+}
+
+/// Runs a plugin's code, turning a panic into an error that names the plugin and the hook.
+pub fn guard<T>(plugin: &str, hook: &str, f: impl FnOnce() -> T) -> Result<T> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("(no message)");
+        anyhow!("plugin `{plugin}` panicked in {hook}: {msg}")
+    })
+}
+
+/// What a dynamic library registers its plugins into (see `export_plugins!`).
+#[derive(Default)]
+pub struct Registrar {
+    specs: Vec<PluginSpec>,
+}
+
+impl Registrar {
+    pub fn add(&mut self, spec: PluginSpec) {
+        self.specs.push(spec);
+    }
+    pub fn into_specs(self) -> Vec<PluginSpec> {
+        self.specs
+    }
+}
+
+static LOADED: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+
+/// Every registered plugin, built-in first, sorted by kind and name within each source.
+pub fn entries() -> Vec<Entry> {
+    let mut out: Vec<Entry> =
+        inventory::iter::<PluginSpec>.into_iter().map(|s| Entry { spec: *s, source: Source::BuiltIn }).collect();
+    out.sort_by_key(|e| (e.spec.kind, e.spec.name));
+    out.extend(LOADED.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned());
+    out
+}
+
+/// Adds plugins from a dynamic library; a name already taken for the same kind is refused.
+pub(crate) fn add_loaded(specs: Vec<PluginSpec>, source: Source) -> Result<Vec<&'static str>> {
+    let existing = entries();
+    let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
+    let mut names = Vec::new();
+    for spec in specs {
+        if let Some(e) = existing.iter().chain(loaded.iter()).find(|e| e.spec.kind == spec.kind && e.spec.name == spec.name) {
+            if e.source == source {
+                continue; // the same library loaded twice (pipeline and --plugin): nothing new
+            }
+            bail!("{source}: {} plugin `{}` is already registered by {}", spec.kind, spec.name, e.source);
+        }
+        names.push(spec.name);
+        loaded.push(Entry { spec, source: source.clone() });
+    }
+    Ok(names)
+}
+
+/// The plugin of this kind and name, or an error listing the ones that exist (with the closest first).
+pub fn find(kind: Kind, name: &str) -> Result<Entry, String> {
+    let all = entries();
+    if let Some(e) = all.iter().find(|e| e.spec.kind == kind && e.spec.name == name) {
+        return Ok(e.clone());
+    }
+    let names: Vec<&str> = all.iter().filter(|e| e.spec.kind == kind).map(|e| e.spec.name).collect();
+    let hint = closest(name, names.iter().copied()).map(|c| format!("did you mean `{c}`? ")).unwrap_or_default();
+    let elsewhere = all.iter().find(|e| e.spec.name == name).map(|e| format!(" (`{name}` is a {} plugin)", e.spec.kind)).unwrap_or_default();
+    Err(format!("unknown {kind} plugin `{name}`{elsewhere}; {hint}{kind} plugins are: {}", names.join(", ")))
+}
