@@ -14,7 +14,7 @@ const PARAMS: &[Param] = &[
     Param::int("train", 256, "training samples").min(1.0),
     Param::int("test", 128, "test samples").min(1.0),
     Param::int("size", 32, "image side in pixels").range(8.0, 4096.0),
-    Param::float("noise", 0.25, "pixel noise amplitude in [0, 1] (harder with more)").range(0.0, 1.0),
+    Param::float("noise", 0.5, "pixel noise amplitude in [0, 1] (harder with more)").range(0.0, 1.0),
     Param::int("seed", 0, "generator seed (independent of the run's seed)"),
 ];
 
@@ -78,7 +78,7 @@ impl MockSplit {
         let freq = 2.0 * std::f32::consts::PI * (2.0 + (class % 3) as f32) / m.size as f32;
         let phase: f32 = rng.random_range(0.0..std::f32::consts::TAU);
         let hue = class as f32 / m.classes as f32 * std::f32::consts::TAU;
-        let tint = [0.5 + 0.35 * hue.cos(), 0.5 + 0.35 * (hue + 2.1).cos(), 0.5 + 0.35 * (hue + 4.2).cos()];
+        let tint = [0.5 + 0.1 * hue.cos(), 0.5 + 0.1 * (hue + 2.1).cos(), 0.5 + 0.1 * (hue + 4.2).cos()];
         let image = image::RgbImage::from_fn(m.size, m.size, |x, y| {
             let stripe = 0.5 + 0.5 * ((x as f32 * dx + y as f32 * dy) * freq + phase).sin();
             image::Rgb(std::array::from_fn(|c| {
