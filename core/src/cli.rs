@@ -52,6 +52,21 @@ pub enum Command {
         #[arg(long = "plugin", value_name = "PATH")]
         plugins: Vec<PathBuf>,
     },
+    /// Run a sweep (a base pipeline × axes); finished runs are skipped, interrupted ones resumed.
+    Sweep { file: PathBuf },
+    /// Tables (mean ± std over seeds) and figures from run directories.
+    Report {
+        dirs: Vec<PathBuf>,
+        /// Where report.md, report.csv and the PNG figures go (default: the first directory).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The label that makes the table rows.
+        #[arg(long, default_value = "dataset")]
+        rows: String,
+        /// The label that makes the table columns.
+        #[arg(long, default_value = "method")]
+        cols: String,
+    },
     /// Classify images with a trained run or a pipeline plus weights.
     Predict {
         /// A run directory, or a pipeline file.
@@ -97,6 +112,14 @@ pub fn main(cli: Cli) -> Result<i32> {
                 crate::dynamic::load(&lib)?;
             }
             print!("{}", list_plugins(kind.as_deref().map(Kind::parse).transpose()?));
+            Ok(0)
+        }
+        Command::Sweep { file } => crate::sweep::main(&file),
+        Command::Report { dirs, out, rows, cols } => {
+            let Some(first) = dirs.first() else { bail!("give at least one run or sweep directory") };
+            let out = out.unwrap_or_else(|| first.clone());
+            print!("{}", crate::report::write(&dirs, &out, &rows, &cols)?);
+            eprintln!("report written to {}", out.display());
             Ok(0)
         }
         Command::Predict { model, images, weights, top_k, logits, set } => {

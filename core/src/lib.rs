@@ -16,6 +16,8 @@ pub mod plugin;
 pub mod predict;
 pub mod pth;
 pub mod registry;
+pub mod report;
+pub mod sweep;
 pub mod tensorfile;
 pub mod weights;
 
