@@ -7,12 +7,17 @@ pub mod augment {
     pub mod resize;
 }
 pub mod backbone {
+    pub mod mlp;
     pub mod resnet;
 }
 pub mod dataset {
     pub mod csv_list;
     pub mod image_folder;
+    pub mod mlp_oracle;
     pub mod mock;
+}
+pub mod probe {
+    pub mod oracle_distance;
 }
 pub mod scheduler {
     pub mod cosine;

@@ -12,11 +12,13 @@
 //!     values:
 //!       l2:    {regularizers: [{l2: {alpha: 1.0e-4}}]}
 //!       rifle: {regularizers: [{l2: {alpha: 1.0e-4}}], strategies: [{rifle: {reinits: 3}}]}
-//!   - name: seed                # one key, a list of values
+//!   - name: seed                # one key (or a list of keys, all set to the value), a list of values
 //!     key: seed
 //!     values: [0, 1, 2]
+//! set:                          # overrides for every run
+//!   output.checkpoint_every: 5
 //! ```
-//! Strings in values may name other axes' labels as `{axis}` (e.g. a teacher checkpoint per seed).
+//! Strings in values and in `set` may name axes' labels as `{axis}` (e.g. a teacher checkpoint per seed).
 use crate::config::{self, deep_merge};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -38,6 +40,9 @@ pub struct SweepFile {
     pub out: Option<String>,
     #[serde(default = "one")]
     pub jobs: usize,
+    /// `key.path: value` overrides for every run (strings may use `{axis}` labels).
+    #[serde(default)]
+    pub set: BTreeMap<String, Value>,
     pub axes: Vec<Axis>,
 }
 
@@ -46,12 +51,34 @@ fn one() -> usize {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Keys {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Keys {
+    fn list(&self) -> Vec<&str> {
+        match self {
+            Keys::One(k) => vec![k.as_str()],
+            Keys::Many(ks) => ks.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// `key=value` with the value as one-line YAML (JSON is valid YAML).
+fn assignment(key: &str, value: &Value) -> Result<String> {
+    Ok(format!("{key}={}", serde_json::to_string(&serde_json::to_value(value)?)?))
+}
+
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Axis {
     pub name: String,
-    /// With a key, `values` is a list of values for that key; without, a mapping label → overrides.
+    /// With a key (or a list of keys set to the same value), `values` is a list of values; without, a
+    /// mapping label → overrides.
     #[serde(default)]
-    pub key: Option<String>,
+    pub key: Option<Keys>,
     pub values: Value,
 }
 
@@ -115,12 +142,9 @@ pub fn load(file: &Path) -> Result<Sweep> {
     let mut axes: Vec<(String, Vec<(String, Value, Vec<String>)>)> = Vec::new();
     for axis in &spec.axes {
         let choices = match (&axis.key, &axis.values) {
-            (Some(key), Value::Sequence(items)) => items
+            (Some(keys), Value::Sequence(items)) => items
                 .iter()
-                .map(|v| {
-                    let flow = serde_json::to_string(&serde_json::to_value(v)?)?;
-                    Ok((label_of(v), Value::Null, vec![format!("{key}={flow}")]))
-                })
+                .map(|v| Ok((label_of(v), Value::Null, keys.list().into_iter().map(|k| assignment(k, v)).collect::<Result<Vec<_>>>()?)))
                 .collect::<Result<Vec<_>>>()?,
             (None, Value::Mapping(m)) => m
                 .iter()
@@ -135,7 +159,8 @@ pub fn load(file: &Path) -> Result<Sweep> {
         anyhow::ensure!(!choices.is_empty(), "{}: axis `{}` has no values", file.display(), axis.name);
         axes.push((axis.name.clone(), choices));
     }
-    let mut runs = vec![RunSpec { name: String::new(), labels: BTreeMap::new(), merge: Value::Mapping(Default::default()), set: vec![] }];
+    let common = spec.set.iter().map(|(k, v)| assignment(k, v)).collect::<Result<Vec<_>>>()?;
+    let mut runs = vec![RunSpec { name: String::new(), labels: BTreeMap::new(), merge: Value::Mapping(Default::default()), set: common }];
     for (axis, choices) in &axes {
         runs = runs
             .into_iter()

@@ -3,6 +3,7 @@
 //! - the configured key prefixes (`module.` by default) are stripped; `num_batches_tracked` is ignored;
 //! - a head whose shape differs (another class count) is skipped and logged: the new head stays;
 //! - any other shape mismatch is an error naming the key and both shapes;
+//! - tensors matching `exclude` prefixes are not loaded (a new last layer of the same shape);
 //! - fp16/bf16/f64 values are converted to the model's dtype (the model never changes dtype);
 //! - missing and unexpected keys are listed; a file that matches no key is an error, not a random start.
 use crate::config::Weights;
@@ -22,6 +23,8 @@ pub struct LoadReport {
     pub unexpected: Vec<String>,
     /// Head tensors skipped because their shape differs.
     pub skipped_head: Vec<String>,
+    /// Model tensors left at their initialisation by `weights.exclude`.
+    pub excluded: Vec<String>,
 }
 
 /// Named tensors from a weights file of any supported format.
@@ -63,6 +66,10 @@ pub fn load(net: &mut Net, config: &Weights) -> Result<LoadReport> {
     }
     let mut report = LoadReport::default();
     for (name, target) in net.state() {
+        if config.exclude.iter().any(|prefix| name.starts_with(prefix.as_str())) {
+            report.excluded.push(name);
+            continue;
+        }
         let Some(value) = file.get(&name) else {
             report.missing.push(name);
             continue;
@@ -79,6 +86,9 @@ pub fn load(net: &mut Net, config: &Weights) -> Result<LoadReport> {
     }
     let model: std::collections::BTreeSet<String> = net.state().into_iter().map(|(n, _)| n).collect();
     report.unexpected = file.keys().filter(|k| !model.contains(*k)).cloned().collect();
+    if !report.excluded.is_empty() {
+        tracing::info!("weights: kept {} excluded tensor(s) at initialisation: {}", report.excluded.len(), list(&report.excluded.iter().collect::<Vec<_>>()));
+    }
     if report.loaded.is_empty() {
         let sample = |v: Vec<&String>| v.into_iter().take(4).cloned().collect::<Vec<_>>().join(", ");
         bail!(

@@ -87,6 +87,10 @@ pub struct Weights {
     /// Key prefixes removed from the file's names before matching (wrapped models).
     #[serde(default = "default_prefixes")]
     pub strip_prefix: Vec<String>,
+    /// Model tensors (by name prefix, e.g. `fc.`) never loaded from the file: they keep their
+    /// initialisation (to replace a last layer of the same shape, as in transfer to a new task).
+    #[serde(default)]
+    pub exclude: Vec<String>,
 }
 
 fn default_prefixes() -> Vec<String> {
