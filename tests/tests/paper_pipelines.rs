@@ -1,6 +1,7 @@
 //! pipelines/paper/: `rifle validate` passes on every file, and each file holds the paper's settings
 //! (§4.2) with the regularizer of its folder and the method of its name.
-use rifle_tests::{rifle_bin, root};
+use rifle_core::registry::{self, Kind};
+use rifle_tests::{build_plugin, rifle_bin, root};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -120,4 +121,22 @@ fn the_dataset_and_weights_come_from_the_environment() {
     let args: Vec<&str> = set.iter().flat_map(|s| ["--set", s.as_str()]).collect();
     let (ok, _, stderr) = validate(&file, &[], &args);
     assert!(ok, "{stderr}");
+}
+
+#[test]
+fn every_method_plugin_is_registered_and_builds_from_its_example() {
+    let methods = [
+        (Kind::Strategy, ["rifle", "rifle_a", "rifle_b", "dropout", "dropconnect", "cnn_dropout", "stochastic_depth", "disturb_label"].as_slice()),
+        (Kind::Regularizer, &["l2", "l2_sp"]),
+        (Kind::Scheduler, &["constant", "step", "multistep", "cosine", "cyclic", "warmup"]),
+        (Kind::Probe, &["grad_norm", "weight_distance"]),
+    ];
+    for (kind, names) in methods {
+        for name in names {
+            let entry = registry::find(kind, name).unwrap_or_else(|e| panic!("{e}"));
+            if let Err(e) = build_plugin(kind, name, entry.spec.example) {
+                panic!("{kind} `{name}` does not build from its example {}: {e:#}", entry.spec.example);
+            }
+        }
+    }
 }
