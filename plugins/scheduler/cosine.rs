@@ -2,11 +2,12 @@
 //! T_max = the run's length): factor(t) = m + (1 − m)·½(1 + cos(π t / T)), t and T in steps or epochs.
 use crate::params::{Param, Params};
 use crate::plugin::{Progress, Scheduler};
+use crate::plugins::timeline::{Unit, UNITS};
 use crate::registry::{Built, Kind};
 use anyhow::Result;
 
 const PARAMS: &[Param] = &[
-    Param::choice("unit", "step", &["step", "epoch"], "anneal per optimizer step or per epoch"),
+    Param::choice("unit", "step", UNITS, "anneal per optimizer step or per epoch"),
     Param::float("min_factor", 0.0, "final rate as a fraction of the base rate").range(0.0, 1.0),
 ];
 
@@ -20,11 +21,11 @@ crate::register_plugin! {
 }
 
 fn build(p: &Params) -> Result<Built> {
-    Ok(Built::Scheduler(Box::new(Cosine { per_epoch: p.str("unit")? == "epoch", min: p.float("min_factor")? })))
+    Ok(Built::Scheduler(Box::new(Cosine { unit: Unit::param(p)?, min: p.float("min_factor")? })))
 }
 
 struct Cosine {
-    per_epoch: bool,
+    unit: Unit,
     min: f64,
 }
 
@@ -35,7 +36,7 @@ pub fn half_cosine(t: f64, period: f64) -> f64 {
 
 impl Scheduler for Cosine {
     fn factor(&self, p: &Progress) -> f64 {
-        let (t, total) = if self.per_epoch { (p.epoch as f64, p.epochs as f64) } else { (p.step as f64, p.total_steps() as f64) };
-        self.min + (1.0 - self.min) * half_cosine(t, total)
+        let (t, total) = self.unit.position(p);
+        self.min + (1.0 - self.min) * half_cosine(t as f64, total as f64)
     }
 }

@@ -2,6 +2,12 @@
 //! running a pipeline in-process.
 use anyhow::Result;
 use rifle_core::engine::{RunOptions, Summary};
+use rifle_core::model::Net;
+use rifle_core::optim::{Algorithm, Group, Optimizer};
+use rifle_core::plugin::{Batch, Ctx, Hooks, Perturb, Probe, Progress, Record, Regularizer, Scheduler, Strategy};
+use rifle_core::registry::{self, Built, Kind};
+use rifle_core::Params;
+use tch::{Device, Tensor};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -67,4 +73,143 @@ pub fn image_folder(dir: &Path, classes: &[&str], per_class: usize, size: u32) -
         }
     }
     dir.to_path_buf()
+}
+
+/// Builds a registered plugin from its parameters written as YAML (`{reinits: 3}`), with the defaults
+/// filled in and every value checked against the schema, as a pipeline would.
+pub fn build_plugin(kind: Kind, name: &str, yaml: &str) -> Result<Built> {
+    let entry = registry::find(kind, name).map_err(anyhow::Error::msg)?;
+    let given: serde_yaml::Value = serde_yaml::from_str(yaml)?;
+    let mut params = Params { origin: format!("{kind} `{name}`"), values: Default::default() };
+    for p in entry.spec.params {
+        let value = match given.get(p.name) {
+            Some(v) => Some(p.check(v).map_err(|e| anyhow::anyhow!("{name}.{}: {e}", p.name))?),
+            None => p.default_value(),
+        };
+        if let Some(v) = value {
+            params.values.insert(p.name.to_string(), v);
+        }
+    }
+    entry.build(&params)
+}
+
+pub fn strategy(name: &str, yaml: &str) -> Box<dyn Strategy> {
+    match build_plugin(Kind::Strategy, name, yaml).expect("strategy builds") {
+        Built::Strategy(s) => s,
+        _ => panic!("`{name}` is not a strategy"),
+    }
+}
+
+pub fn scheduler(name: &str, yaml: &str) -> Box<dyn Scheduler> {
+    match build_plugin(Kind::Scheduler, name, yaml).expect("scheduler builds") {
+        Built::Scheduler(s) => s,
+        _ => panic!("`{name}` is not a scheduler"),
+    }
+}
+
+pub fn regularizer(name: &str, yaml: &str) -> Box<dyn Regularizer> {
+    match build_plugin(Kind::Regularizer, name, yaml).expect("regularizer builds") {
+        Built::Regularizer(r) => r,
+        _ => panic!("`{name}` is not a regularizer"),
+    }
+}
+
+pub fn probe(name: &str, yaml: &str) -> Box<dyn Probe> {
+    match build_plugin(Kind::Probe, name, yaml).expect("probe builds") {
+        Built::Probe(p) => p,
+        _ => panic!("`{name}` is not a probe"),
+    }
+}
+
+/// A strategy seen only as its forward perturbation (no trait upcasting before Rust 1.86).
+pub struct AsPerturb<'a>(pub &'a dyn Strategy);
+
+impl Perturb for AsPerturb<'_> {
+    fn residual(&self, block: usize, blocks: usize, residual: Tensor, train: bool) -> Tensor {
+        self.0.residual(block, blocks, residual, train)
+    }
+    fn stage_output(&self, stage: usize, x: Tensor, train: bool) -> Tensor {
+        self.0.stage_output(stage, x, train)
+    }
+    fn features(&self, x: Tensor, train: bool) -> Tensor {
+        self.0.features(x, train)
+    }
+    fn head_weight(&self, w: &Tensor, train: bool) -> Tensor {
+        self.0.head_weight(w, train)
+    }
+}
+
+/// The unperturbed network.
+pub struct Plain;
+impl Perturb for Plain {}
+
+/// Where a run of `epochs` × `steps_per_epoch` stands at global step `step`.
+pub fn progress(step: usize, epochs: usize, steps_per_epoch: usize) -> Progress {
+    Progress { epoch: step / steps_per_epoch, epochs, step, step_in_epoch: step % steps_per_epoch, steps_per_epoch }
+}
+
+/// A tiny model and its optimizer for driving hooks directly: ResNet-18 at 1/8 width (64 features), a head
+/// of `classes` outputs, groups `backbone` and `head` as the engine makes them, learning rate 0.1.
+pub struct Rig {
+    pub net: Net,
+    pub optimizer: Optimizer,
+    pub records: Vec<Record>,
+}
+
+impl Rig {
+    pub fn new(classes: usize, algorithm: Algorithm) -> Rig {
+        let Built::Backbone(backbone) = build_plugin(Kind::Backbone, "resnet", "{arch: resnet18, width: 0.125, stem_width: 8}").expect("backbone builds")
+        else {
+            panic!("not a backbone")
+        };
+        let net = Net::build(backbone.as_ref(), classes, Device::Cpu).expect("net builds");
+        let groups = ["backbone", "head"]
+            .into_iter()
+            .map(|name| Group {
+                name: name.to_string(),
+                lr: 0.1,
+                weight_decay: 0.0,
+                params: net.parameters().into_iter().filter(|(n, _)| net.is_head(n) == (name == "head")).collect(),
+            })
+            .collect();
+        Rig { net, optimizer: Optimizer::new(algorithm, groups), records: Vec::new() }
+    }
+
+    pub fn sgd(classes: usize, momentum: f64) -> Rig {
+        Rig::new(classes, Algorithm::Sgd { momentum, nesterov: false })
+    }
+
+    /// Runs `f` with a hook context at `progress`; returns the learning rates the hook leaves, starting
+    /// from `lrs`.
+    pub fn with_ctx<T>(&mut self, progress: Progress, lrs: &[f64], f: impl FnOnce(&mut Ctx) -> T) -> (T, Vec<f64>) {
+        let mut lrs = lrs.to_vec();
+        let mut ctx = Ctx { progress, net: &mut self.net, optimizer: &mut self.optimizer, lrs: &mut lrs, records: &mut self.records };
+        let out = f(&mut ctx);
+        (out, lrs)
+    }
+
+    /// `before_step` of `hooks` at `progress` on a dummy batch; returns the learning rates it leaves.
+    pub fn before_step(&mut self, hooks: &mut dyn Hooks, progress: Progress, lrs: &[f64]) -> Result<Vec<f64>> {
+        let mut batch = Batch { images: Tensor::zeros([1, 3, 16, 16], (tch::Kind::Float, Device::Cpu)), labels: Tensor::from_slice(&[0i64]), soft_targets: None };
+        let (out, lrs) = self.with_ctx(progress, lrs, |ctx| hooks.before_step(ctx, &mut batch));
+        out.map(|_| lrs)
+    }
+
+    /// Forward and backward on a random batch of 4 images (16x16): every parameter gets a gradient.
+    pub fn backward(&mut self) {
+        let x = Tensor::randn([4, 3, 16, 16], (tch::Kind::Float, Device::Cpu));
+        let y = Tensor::from_slice(&[0i64, 1, 2, 3]).remainder(self.net.head_weight.size()[0]);
+        self.optimizer.zero_grad();
+        self.net.forward(&x, true, &Plain).cross_entropy_for_logits(&y).backward();
+    }
+
+    /// A copy of every tensor of the model (parameters and buffers) whose name passes `keep`.
+    pub fn snapshot(&self, keep: impl Fn(&str) -> bool) -> Vec<(String, Tensor)> {
+        self.net.state().into_iter().filter(|(n, _)| keep(n)).map(|(n, t)| (n, t.detach().copy())).collect()
+    }
+}
+
+/// Every element of a tensor, as f64.
+pub fn values(t: &Tensor) -> Vec<f64> {
+    Vec::<f64>::try_from(t.detach().to_kind(tch::Kind::Double).flatten(0, -1)).expect("tensor to Vec")
 }
