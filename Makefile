@@ -6,7 +6,7 @@ CARGO ?= cargo
 CUDA ?=
 RIFLE := target/debug/rifle
 
-.PHONY: setup build test demo clean-runs
+.PHONY: setup build test demo paper-mlp clean-runs
 
 ## setup: libtorch 2.11.0 from the PyPI torch wheel into $(RIFLE_CACHE) (CUDA=1: the CUDA route)
 setup:
@@ -22,3 +22,9 @@ test: build
 
 clean-runs:
 	rm -rf runs
+
+## paper-mlp: the paper's MLP-oracle study (§4.6.2), 5 seeds, on the CPU; prints the table beside the paper's values
+paper-mlp: build
+	$(RIFLE) sweep pipelines/paper/mlp/teachers.sweep.yaml
+	$(RIFLE) sweep pipelines/paper/mlp/transfer.sweep.yaml
+	$(RIFLE) report runs/paper-mlp/transfer --reference pipelines/paper/mlp/paper-values.yaml

@@ -66,6 +66,9 @@ pub enum Command {
         /// The label that makes the table columns.
         #[arg(long, default_value = "method")]
         cols: String,
+        /// Published values to print under the tables (YAML: {name, tables: {final|best|probe.value: {column: value}}}).
+        #[arg(long)]
+        reference: Option<PathBuf>,
     },
     /// Classify images with a trained run or a pipeline plus weights.
     Predict {
@@ -115,10 +118,10 @@ pub fn main(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Sweep { file } => crate::sweep::main(&file),
-        Command::Report { dirs, out, rows, cols } => {
+        Command::Report { dirs, out, rows, cols, reference } => {
             let Some(first) = dirs.first() else { bail!("give at least one run or sweep directory") };
             let out = out.unwrap_or_else(|| first.clone());
-            print!("{}", crate::report::write(&dirs, &out, &rows, &cols)?);
+            print!("{}", crate::report::write(&dirs, &out, &rows, &cols, reference.as_deref())?);
             eprintln!("report written to {}", out.display());
             Ok(0)
         }

@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 pub struct RunResult {
     pub dir: PathBuf,
     pub labels: BTreeMap<String, String>,
+    /// The pipeline's `probes` (records from other plugins, e.g. RIFLE's re-init events, are not tabled).
+    pub probes: Vec<String>,
     pub planned_epochs: usize,
     pub epochs: Vec<EpochLine>,
     pub records: Vec<Record>,
@@ -53,7 +55,9 @@ pub fn collect(paths: &[PathBuf]) -> Result<Vec<RunResult>> {
     for p in paths {
         find_runs(p, 4, &mut dirs).with_context(|| format!("cannot read {}", p.display()))?;
     }
-    dirs.sort();
+    // Sweep order (run directories are prepared in order), then name.
+    let written = |d: &PathBuf| std::fs::metadata(d.join("labels.json")).and_then(|m| m.modified()).ok();
+    dirs.sort_by(|a, b| written(a).cmp(&written(b)).then(a.cmp(b)));
     dirs.dedup();
     if dirs.is_empty() {
         bail!("no run directories (with metrics.jsonl) under {}", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
@@ -88,7 +92,12 @@ fn read_run(dir: &Path) -> Result<RunResult> {
     labels.entry("dataset".into()).or_insert_with(|| dataset.unwrap_or_else(|| "-".into()));
     labels.entry("seed".into()).or_insert_with(|| text(pipeline.get("seed")).unwrap_or_else(|| "0".into()));
     let planned_epochs = pipeline.get("epochs").and_then(|e| e.as_u64()).unwrap_or(0) as usize;
-    Ok(RunResult { dir: dir.to_path_buf(), labels, planned_epochs, epochs, records })
+    let probes = pipeline
+        .get("probes")
+        .and_then(|p| p.as_sequence())
+        .map(|items| items.iter().filter_map(|i| i.as_mapping().and_then(|m| m.keys().next()).and_then(|k| k.as_str()).map(str::to_string)).collect())
+        .unwrap_or_default();
+    Ok(RunResult { dir: dir.to_path_buf(), labels, probes, planned_epochs, epochs, records })
 }
 
 /// mean, sample standard deviation (0 for one value), count.
@@ -101,6 +110,8 @@ pub fn mean_std(values: &[f64]) -> (f64, f64, usize) {
 
 /// A table of cells keyed by (row label, column label).
 pub struct Table {
+    /// `final`, `best`, or `probe.value` (what `--reference` files name).
+    pub key: String,
     pub title: String,
     pub rows: Vec<String>,
     pub cols: Vec<String>,
@@ -108,7 +119,7 @@ pub struct Table {
 }
 
 impl Table {
-    fn build(title: String, runs: &[&RunResult], row: &str, col: &str, value: impl Fn(&RunResult) -> Option<f64>) -> Table {
+    fn build(key: &str, title: String, runs: &[&RunResult], row: &str, col: &str, value: impl Fn(&RunResult) -> Option<f64>) -> Table {
         let mut cells: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
         let (mut rows, mut cols) = (Vec::new(), Vec::new());
         for r in runs {
@@ -123,7 +134,7 @@ impl Table {
                 }
             }
         }
-        Table { title, rows, cols, cells }
+        Table { key: key.to_string(), title, rows, cols, cells }
     }
 
     fn cell(&self, r: &str, c: &str, precision: usize) -> String {
@@ -140,11 +151,16 @@ impl Table {
         }
     }
 
-    pub fn markdown(&self, corner: &str, precision: usize) -> String {
+    /// The table; `reference` (column → value) adds a row of published values to compare with.
+    pub fn markdown(&self, corner: &str, precision: usize, reference: Option<&(String, BTreeMap<String, f64>)>) -> String {
         let mut out = format!("### {}\n\n| {corner} | {} |\n|---|{}\n", self.title, self.cols.join(" | "), "---|".repeat(self.cols.len()));
         for r in &self.rows {
             let cells: Vec<String> = self.cols.iter().map(|c| self.cell(r, c, precision)).collect();
             out.push_str(&format!("| {r} | {} |\n", cells.join(" | ")));
+        }
+        if let Some((name, values)) = reference {
+            let cells: Vec<String> = self.cols.iter().map(|c| values.get(c).map_or("–".into(), |v| if precision == 0 { format!("{v:.3e}") } else { format!("{v}") })).collect();
+            out.push_str(&format!("| *{name}* | {} |\n", cells.join(" | ")));
         }
         out
     }
@@ -152,7 +168,7 @@ impl Table {
     pub fn csv(&self, w: &mut csv::Writer<Vec<u8>>) -> Result<()> {
         for ((r, c), v) in &self.cells {
             let (m, s, n) = mean_std(v);
-            w.write_record([self.title.as_str(), r, c, &m.to_string(), &s.to_string(), &n.to_string()])?;
+            w.write_record([self.key.as_str(), r, c, &m.to_string(), &s.to_string(), &n.to_string()])?;
         }
         Ok(())
     }
@@ -162,23 +178,40 @@ fn label(r: &RunResult, axis: &str) -> String {
     r.labels.get(axis).cloned().unwrap_or_else(|| "-".into())
 }
 
+/// Published values to print under the tables: `{name: ..., tables: {final: {column: value}, ...}}`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reference {
+    pub name: String,
+    pub tables: BTreeMap<String, BTreeMap<String, f64>>,
+}
+
 /// Writes report.md, report.csv and the PNG figures into `out`; returns the markdown.
-pub fn write(paths: &[PathBuf], out: &Path, row: &str, col: &str) -> Result<String> {
+pub fn write(paths: &[PathBuf], out: &Path, row: &str, col: &str, reference: Option<&Path>) -> Result<String> {
+    let reference: Option<Reference> = reference
+        .map(|p| -> Result<Reference> {
+            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+            serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+        })
+        .transpose()?;
     let all = collect(paths)?;
     let runs: Vec<&RunResult> = all.iter().filter(|r| r.finished()).collect();
     let unfinished = all.len() - runs.len();
     let regression = runs.iter().any(|r| r.regression());
     let (what, precision) = if regression { ("test MSE", 0) } else { ("test top-1 (%)", 2) };
     let mut tables = vec![
-        Table::build(format!("Final epoch: {what}, mean ± std (runs)"), &runs, row, col, RunResult::final_value),
-        Table::build(format!("Best epoch: {what}, mean ± std (runs)"), &runs, row, col, RunResult::best_value),
+        Table::build("final", format!("Final epoch: {what}, mean ± std (runs)"), &runs, row, col, RunResult::final_value),
+        Table::build("best", format!("Best epoch: {what}, mean ± std (runs)"), &runs, row, col, RunResult::best_value),
     ];
-    let mut probe_keys: Vec<(String, String)> = runs.iter().flat_map(|r| r.records.iter().flat_map(|rec| rec.values.keys().map(|k| (rec.probe.clone(), k.clone())))).collect();
+    let mut probe_keys: Vec<(String, String)> = runs
+        .iter()
+        .flat_map(|r| r.records.iter().filter(|rec| r.probes.contains(&rec.probe)).flat_map(|rec| rec.values.keys().map(|k| (rec.probe.clone(), k.clone()))))
+        .collect();
     probe_keys.sort();
     probe_keys.dedup();
     for (probe, key) in probe_keys.iter().filter(|(p, _)| p != "grad_norm") {
         let last = |r: &RunResult| r.records.iter().rev().find(|rec| &rec.probe == probe).and_then(|rec| rec.values.get(key).copied());
-        tables.push(Table::build(format!("Probe `{probe}`: `{key}` at the end of training, mean ± std (runs)"), &runs, row, col, last));
+        tables.push(Table::build(&format!("{probe}.{key}"), format!("Probe `{probe}`: `{key}` at the end of training, mean ± std (runs)"), &runs, row, col, last));
     }
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut md = format!("## Report: {} finished runs", runs.len());
@@ -189,7 +222,8 @@ pub fn write(paths: &[PathBuf], out: &Path, row: &str, col: &str) -> Result<Stri
     let mut csv = csv::Writer::from_writer(Vec::new());
     csv.write_record(["table", row, col, "mean", "std", "n"])?;
     for (i, t) in tables.iter().enumerate() {
-        md.push_str(&t.markdown(&format!("{row} \\ {col}"), if i < 2 { precision } else { 4 }));
+        let published = reference.as_ref().and_then(|r| r.tables.get(&t.key).map(|v| (r.name.clone(), v.clone())));
+        md.push_str(&t.markdown(&format!("{row} \\ {col}"), if i < 2 { precision } else { 4 }, published.as_ref()));
         md.push('\n');
         t.csv(&mut csv)?;
     }

@@ -242,6 +242,7 @@ impl Sweep {
         let mut running: Vec<(usize, &RunSpec, Child, Instant)> = Vec::new();
         let mut statuses = Vec::new();
         let mut free: Vec<usize> = (0..slots).rev().collect();
+        let mut forwarded = false;
         loop {
             while !stop.load(Ordering::Relaxed) && !free.is_empty() {
                 let Some(run) = pending.pop_front() else { break };
@@ -271,8 +272,10 @@ impl Sweep {
             if running.is_empty() {
                 break;
             }
-            std::thread::sleep(Duration::from_millis(100));
-            if stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(20));
+            // Pass the stop on once: a second SIGINT would make the child exit without its checkpoint.
+            if stop.load(Ordering::Relaxed) && !forwarded {
+                forwarded = true;
                 for (_, _, child, _) in &running {
                     // SAFETY: plain kill(2) on our own child's pid.
                     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
@@ -352,4 +355,44 @@ pub fn main(file: &Path) -> Result<i32> {
     } else {
         0
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn axes_expand_to_their_product_with_labels_keys_and_substitution() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("base.yaml"), "epochs: 1\n").unwrap();
+        let file = dir.path().join("x.sweep.yaml");
+        std::fs::write(
+            &file,
+            "base: base.yaml\nset:\n  weights.path: teachers/seed={seed}/final.safetensors\naxes:\n  - name: method\n    values:\n      a: {optimizer: {lr: 0.1}}\n      b: {}\n  - name: seed\n    key: [seed, dataset.mock.seed]\n    values: [3, 4]\n",
+        )
+        .unwrap();
+        let sweep = load(&file).unwrap();
+        let names: Vec<&str> = sweep.runs.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["method=a,seed=3", "method=a,seed=4", "method=b,seed=3", "method=b,seed=4"]);
+        assert_eq!(sweep.out, PathBuf::from("runs/x"));
+        let run = &sweep.runs[1];
+        // values travel as one-line YAML (JSON), so a string stays a string whatever it looks like
+        assert_eq!(run.set, ["weights.path=\"teachers/seed=4/final.safetensors\"", "seed=4", "dataset.mock.seed=4"]);
+        assert_eq!(run.merge["optimizer"]["lr"].as_f64(), Some(0.1));
+        assert_eq!(run.labels, BTreeMap::from([("method".to_string(), "a".to_string()), ("seed".to_string(), "4".to_string())]));
+        assert!(sweep.runs[2].merge.get("optimizer").is_none());
+    }
+
+    #[test]
+    fn a_keyed_axis_needs_a_list_and_a_labelled_axis_a_mapping() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("base.yaml"), "epochs: 1\n").unwrap();
+        let file = dir.path().join("bad.sweep.yaml");
+        std::fs::write(&file, "base: base.yaml\naxes:\n  - name: seed\n    key: seed\n    values: {a: 1}\n").unwrap();
+        let err = load(&file).err().unwrap().to_string();
+        assert!(err.contains("axis `seed` has a key, so its values must be a list"), "{err}");
+        std::fs::write(&file, "base: missing.yaml\naxes: []\n").unwrap();
+        let err = load(&file).err().unwrap().to_string();
+        assert!(err.contains("at least one axis"), "{err}");
+    }
 }
