@@ -101,6 +101,7 @@ pub fn main(cli: Cli) -> Result<i32> {
         }
         Command::Validate { pipeline, set, plugins, print } => {
             let loaded = load(&pipeline, &set, &plugins)?;
+            loaded.build_plugins()?;
             if print {
                 print!("{}", loaded.resolved);
             }

@@ -226,7 +226,8 @@ impl Sweep {
             let file = dir.join("sweep-pipeline.yaml");
             crate::tensorfile::write_atomic(&file, serde_yaml::to_string(&merged)?.as_bytes())?;
             crate::tensorfile::write_atomic(&dir.join("labels.json"), serde_json::to_string_pretty(&run.labels)?.as_bytes())?;
-            config::load(&file, &run.set, &[]).map_err(|e| anyhow!("run `{}`:\n{e}", run.name))?;
+            let loaded = config::load(&file, &run.set, &[]).map_err(|e| anyhow!("run `{}`:\n{e}", run.name))?;
+            loaded.build_plugins().with_context(|| format!("run `{}`", run.name))?;
         }
         Ok(())
     }

@@ -251,6 +251,31 @@ pub struct Loaded {
     /// The resolved pipeline as YAML.
     pub resolved: String,
     pub source: PathBuf,
+    /// Where each value came from, for errors found after loading.
+    pub spans: SpanIndex,
+}
+
+impl Loaded {
+    /// Builds every plugin except the dataset (which would read data), so that checks a plugin makes when
+    /// it is built (e.g. a probability of 1, milestones out of order) fail in `rifle validate` too.
+    pub fn build_plugins(&self) -> anyhow::Result<()> {
+        let p = &self.plugins;
+        let uses = std::iter::once(&p.backbone)
+            .chain(&p.augment_train)
+            .chain(&p.augment_eval)
+            .chain(p.schedulers.iter().map(|(u, _)| u))
+            .chain(&p.regularizers)
+            .chain(&p.strategies)
+            .chain(&p.probes);
+        for u in uses {
+            if let Err(e) = u.entry.build(&u.params) {
+                let at = child(&u.at, u.name());
+                let diagnostic = Diagnostic { span: self.spans.value(&at).cloned(), path: at, message: format!("{e:#}") };
+                return Err(PipelineError(vec![diagnostic]).into());
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One problem in a pipeline.
@@ -306,7 +331,7 @@ pub fn load(path: &Path, overrides: &[String], extra_plugins: &[PathBuf]) -> Che
     expand_paths(&mut pipeline, &spans)?;
     check_pipeline(&pipeline, &plugins, &spans)?;
     let resolved = serde_yaml::to_string(&pipeline).map_err(|e| PipelineError(vec![Diagnostic { span: None, path: String::new(), message: e.to_string() }]))?;
-    Ok(Loaded { pipeline, plugins, resolved, source: path.to_path_buf() })
+    Ok(Loaded { pipeline, plugins, resolved, source: path.to_path_buf(), spans })
 }
 
 /// Parses one file (merge keys applied) and, recursively, the files it extends.
