@@ -26,6 +26,8 @@ pub struct Meters {
     pub correct1: usize,
     pub correct5: usize,
     pub skipped_steps: usize,
+    /// Unreadable images left out (`on_bad_image: skip`).
+    pub skipped_images: usize,
     pub seconds: f64,
 }
 
@@ -47,7 +49,7 @@ impl Meters {
         matches!(task, Task::Classify { .. }).then(|| self.correct1 as f64 / self.samples.max(1) as f64)
     }
 
-    pub fn line(&self, epoch: usize, split: &str, task: &Task, lrs: &[f64], penalty: Option<f64>, skipped_images: usize) -> EpochLine {
+    pub fn line(&self, epoch: usize, split: &str, task: &Task, lrs: &[f64], penalty: Option<f64>) -> EpochLine {
         let samples = self.samples.max(1) as f64;
         EpochLine {
             epoch,
@@ -58,7 +60,7 @@ impl Meters {
             lr: lrs.first().copied().unwrap_or(0.0),
             lr_head: lrs.get(1).copied().unwrap_or(0.0),
             penalty,
-            skipped_images,
+            skipped_images: self.skipped_images,
             skipped_steps: self.skipped_steps,
             samples: self.samples,
             seconds: self.seconds,
@@ -85,6 +87,10 @@ pub struct Checkpoint {
     pub optimizer_steps: BTreeMap<String, i64>,
     /// Class names in label order (what `rifle predict` prints).
     pub classes: Vec<String>,
+    /// Learning rates per group of the last step taken (what the epoch's metrics line reports, also when a
+    /// resume starts at the end of an epoch).
+    #[serde(default)]
+    pub last_lrs: Vec<f64>,
 }
 
 pub const CLASSES_KEY: &str = "rifle.classes";

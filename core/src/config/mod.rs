@@ -313,11 +313,20 @@ fn read_tree(path: &Path, chain: &mut Vec<PathBuf>) -> Checked<(Value, SpanIndex
         Err(e) => return fail(None, "", format!("cannot read pipeline {shown}: {e}")),
     };
     let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-    if chain.contains(&canonical) {
-        let cycle: Vec<String> = chain.iter().chain([&canonical]).map(|p| p.display().to_string()).collect();
-        return fail(None, "extends", format!("`extends` forms a cycle: {}", cycle.join(" -> ")));
-    }
     let file = Arc::new(path.to_path_buf());
+    let spans = SpanIndex::build(&text, file.clone());
+    if !spans.duplicates.is_empty() {
+        let diagnostics = spans
+            .duplicates
+            .iter()
+            .map(|d| Diagnostic {
+                span: Some(d.again.clone()),
+                path: d.path.clone(),
+                message: format!("duplicate key: already set at {} (a key may appear once per mapping)", d.first),
+            })
+            .collect();
+        return Err(PipelineError(diagnostics));
+    }
     let mut tree: Value = match serde_yaml::from_str(&text) {
         Ok(v) => v,
         Err(e) => {
@@ -331,9 +340,12 @@ fn read_tree(path: &Path, chain: &mut Vec<PathBuf>) -> Checked<(Value, SpanIndex
     if !tree.is_mapping() {
         return fail(Some(Span::File { file, line: 1, column: 1 }), "", format!("a pipeline is a mapping of keys, found {}", describe(&tree)));
     }
-    let spans = SpanIndex::build(&text, file.clone());
     if let Err(e) = tree.apply_merge() {
         return fail(spans.value("").cloned(), "", format!("merge key `<<`: {e}"));
+    }
+    // Top-level `x-…` keys hold YAML anchors to reuse below (the docker-compose convention), not settings.
+    if let Value::Mapping(m) = &mut tree {
+        m.retain(|k, _| !k.as_str().is_some_and(|k| k.starts_with("x-")));
     }
     let parents = match tree.get("extends") {
         None | Some(Value::Null) => vec![],
@@ -360,6 +372,11 @@ fn read_tree(path: &Path, chain: &mut Vec<PathBuf>) -> Checked<(Value, SpanIndex
         let parent = path.parent().unwrap_or(Path::new(".")).join(&name);
         if !parent.exists() {
             return fail(spans.value(&at).cloned(), &at, format!("extended file {} does not exist", parent.display()));
+        }
+        let canonical_parent = parent.canonicalize().unwrap_or_else(|_| parent.clone());
+        if chain.contains(&canonical_parent) {
+            let cycle: Vec<String> = chain.iter().chain([&canonical_parent]).map(|p| p.display().to_string()).collect();
+            return fail(spans.value(&at).cloned(), &at, format!("`extends` forms a cycle: {}", cycle.join(" -> ")));
         }
         let (t, s) = read_tree(&parent, chain)?;
         deep_merge(&mut base, t);
@@ -404,12 +421,10 @@ fn parse_path(path: &str) -> Option<Vec<Result<String, usize>>> {
     let mut out = Vec::new();
     for part in path.split('.') {
         let (name, mut rest) = part.split_once('[').map(|(n, r)| (n, format!("[{r}"))).unwrap_or((part, String::new()));
-        if name.is_empty() && out.is_empty() {
+        if name.is_empty() {
             return None;
         }
-        if !name.is_empty() {
-            out.push(Ok(name.to_string()));
-        }
+        out.push(Ok(name.to_string()));
         while let Some(r) = rest.strip_prefix('[') {
             let (i, tail) = r.split_once(']')?;
             out.push(Err(i.parse().ok()?));
@@ -437,6 +452,8 @@ fn apply_override(tree: &mut Value, spans: &mut SpanIndex, arg: &str) -> Checked
     };
     let mut node = tree;
     let mut at = String::new();
+    // Keys this override creates: errors about them point at the command line, not at the file.
+    let mut created = Vec::new();
     for part in parts {
         node = match part {
             Ok(key) => {
@@ -447,6 +464,9 @@ fn apply_override(tree: &mut Value, spans: &mut SpanIndex, arg: &str) -> Checked
                 let Value::Mapping(m) = node else {
                     return fail(Some(span), &at, format!("cannot set a key inside {}", describe(node)));
                 };
+                if !m.contains_key(key.as_str()) {
+                    created.push(at.clone());
+                }
                 m.entry(Value::String(key)).or_insert(Value::Null)
             }
             Err(i) => {
@@ -463,9 +483,10 @@ fn apply_override(tree: &mut Value, spans: &mut SpanIndex, arg: &str) -> Checked
         };
     }
     *node = value;
-    let mut over = SpanIndex::default();
-    over.insert(path.trim().to_string(), spans::Entry { key: Some(span.clone()), value: span });
-    spans.overlay(over);
+    spans.remove_below(&at);
+    for p in created.into_iter().chain([at]) {
+        spans.insert(p, spans::Entry { key: Some(span.clone()), value: span.clone() });
+    }
     Ok(())
 }
 
@@ -483,9 +504,15 @@ fn typed<T: serde::de::DeserializeOwned>(tree: &Value, spans: &SpanIndex) -> Che
         if let Some(field) = message.strip_prefix("missing field `").and_then(|m| m.strip_suffix('`')) {
             return fail(spans.value(&path).cloned(), &path, format!("missing required key `{field}`"));
         }
+        let expected = message.rsplit("expected ").next().unwrap_or_default();
+        let numeric = ["u8", "u16", "u32", "u64", "usize", "i8", "i16", "i32", "i64", "isize", "f32", "f64"].contains(&expected);
+        let quoted_number = message
+            .strip_prefix("invalid type: string \"")
+            .and_then(|rest| rest.split_once('"'))
+            .is_some_and(|(text, _)| text.trim().parse::<f64>().is_ok());
         let hint = if message.contains("string \"") && message.contains("expected a boolean") {
             " (YAML 1.2 reads yes/no/on/off as strings: write true or false)"
-        } else if message.contains("invalid type: string") && (message.contains("expected f64") || message.contains("integer")) {
+        } else if quoted_number && numeric {
             " (numbers must not be quoted)"
         } else if message.contains("floating point") && (message.contains("expected u") || message.contains("expected i")) {
             " (this key takes an integer)"
