@@ -122,7 +122,7 @@ pub fn write_weights(path: &Path, net: &Net, state: &Checkpoint) -> Result<()> {
 pub fn read_state(dir: &Path) -> Result<Checkpoint> {
     let path = dir.join("checkpoints/last.safetensors");
     anyhow::ensure!(path.exists(), "{}: no checkpoint to resume from (a run writes one after its first epoch)", path.display());
-    let (_, meta) = tensorfile::read(&path)?;
+    let (_, meta) = tensorfile::read_checked(&path)?;
     let json = meta.get(STATE_KEY).ok_or_else(|| anyhow!("{}: not a resumable checkpoint (no training state)", path.display()))?;
     serde_json::from_str(json).with_context(|| format!("{}: broken training state", path.display()))
 }
@@ -130,7 +130,7 @@ pub fn read_state(dir: &Path) -> Result<Checkpoint> {
 /// Loads the model and optimizer tensors of `last.safetensors`.
 pub fn restore(dir: &Path, state: &Checkpoint, net: &Net, optimizer: &mut Optimizer) -> Result<()> {
     let path = dir.join("checkpoints/last.safetensors");
-    let (tensors, _) = tensorfile::read(&path)?;
+    let (tensors, _) = tensorfile::read_checked(&path)?;
     let mut optim = BTreeMap::new();
     let mut model: BTreeMap<String, Tensor> = BTreeMap::new();
     for (name, t) in tensors {

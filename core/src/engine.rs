@@ -338,6 +338,13 @@ impl Trainer {
             }
             self.state.meters.seconds += clock.elapsed().as_secs_f64();
             self.finish_epoch()?;
+            // The end of an epoch is a step boundary too: a stop requested during evaluation stops here.
+            if stop.load(Ordering::Relaxed) && self.state.epoch < self.epochs {
+                if self.saved != Some((self.state.epoch, self.state.step)) {
+                    self.save_last()?;
+                }
+                return Ok(true);
+            }
         }
         self.each_hook("run_end", |h, ctx| h.run_end(ctx))?;
         checkpoint::write_weights(&self.dir.join("checkpoints/final.safetensors"), &self.net, &self.state)?;

@@ -11,7 +11,8 @@ pub enum Ty {
     Int,
     Float,
     Str,
-    /// A filesystem path; relative paths are resolved against the directory of the file that sets them.
+    /// A filesystem path; relative paths are resolved against the directory of the file that sets them
+    /// (the working directory for `--set`).
     Path,
     Choice(&'static [&'static str]),
     Ints,

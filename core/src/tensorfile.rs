@@ -114,10 +114,20 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     result.with_context(|| format!("cannot write {} (the previous file, if any, is unchanged)", path.display()))
 }
 
-/// Tensors (in file order of names) and metadata. A file with a checksum is verified.
+/// Tensors (sorted by name) and metadata. A file with a checksum is verified.
 pub fn read(path: &Path) -> Result<(Vec<(String, Tensor)>, HashMap<String, String>)> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     parse(&bytes).with_context(|| format!("{} is not a valid safetensors file", path.display()))
+}
+
+/// `read` for files rifle wrote itself (checkpoints), which must carry the checksum: a damaged checksum
+/// key must not turn the verification off.
+pub fn read_checked(path: &Path) -> Result<(Vec<(String, Tensor)>, HashMap<String, String>)> {
+    let (tensors, metadata) = read(path)?;
+    if !metadata.contains_key(CHECKSUM_KEY) {
+        bail!("{} has no `{CHECKSUM_KEY}` checksum: it is corrupt, or was not written by rifle", path.display());
+    }
+    Ok((tensors, metadata))
 }
 
 pub fn parse(bytes: &[u8]) -> Result<(Vec<(String, Tensor)>, HashMap<String, String>)> {

@@ -550,9 +550,9 @@ fn load_plugins(pipeline: &mut Pipeline, spans: &SpanIndex, extra: &[PathBuf]) -
     libraries.extend(extra.iter().map(|p| (p.clone(), "--plugin".into())));
     for (i, lib) in pipeline.plugins.iter_mut().enumerate() {
         let at = index("plugins", i);
-        match expand(lib) {
+        match file_path(lib, spans.value(&at)) {
             Ok(p) => {
-                *lib = absolute(&p).display().to_string();
+                *lib = p.display().to_string();
                 libraries.push((PathBuf::from(&*lib), at));
             }
             Err(e) => errors.push(Diagnostic { span: spans.value(&at).cloned(), path: at, message: e }),
@@ -689,8 +689,8 @@ fn resolve_one(kind: Kind, value: &mut Value, at: &str, spans: &SpanIndex) -> Ch
         let Some(mut checked) = checked else { continue };
         if p.ty == crate::params::Ty::Path {
             if let crate::params::Value::Str(s) = &checked {
-                match expand(s) {
-                    Ok(expanded) if expanded.exists() => checked = crate::params::Value::Str(absolute(&expanded).display().to_string()),
+                match file_path(s, spans.value(&path)) {
+                    Ok(expanded) if expanded.exists() => checked = crate::params::Value::Str(expanded.display().to_string()),
                     Ok(expanded) => {
                         errors.push(Diagnostic { span: spans.value(&path).cloned(), path, message: format!("{} does not exist", expanded.display()) });
                         continue;
@@ -754,11 +754,22 @@ fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
+/// A path written in a pipeline, expanded and made absolute: a relative path is relative to the folder of
+/// the file that wrote it (so a pipeline means the same files from any working directory), or to the
+/// working directory when it came from `--set`.
+fn file_path(text: &str, written: Option<&Span>) -> Result<PathBuf, String> {
+    let path = expand(text)?;
+    Ok(match written {
+        Some(Span::File { file, .. }) if path.is_relative() => absolute(&file.parent().unwrap_or(Path::new(".")).join(path)),
+        _ => absolute(&path),
+    })
+}
+
 fn expand_paths(pipeline: &mut Pipeline, spans: &SpanIndex) -> Checked<()> {
     let mut errors = Vec::new();
     if let Some(w) = &mut pipeline.weights {
-        match expand(&w.path) {
-            Ok(p) if p.exists() => w.path = absolute(&p).display().to_string(),
+        match file_path(&w.path, spans.value("weights.path")) {
+            Ok(p) if p.exists() => w.path = p.display().to_string(),
             Ok(p) => errors.push(Diagnostic { span: spans.value("weights.path").cloned(), path: "weights.path".into(), message: format!("{} does not exist", p.display()) }),
             Err(e) => errors.push(Diagnostic { span: spans.value("weights.path").cloned(), path: "weights.path".into(), message: e }),
         }
