@@ -369,6 +369,9 @@ impl Trainer {
         for (name, p) in &mut self.probes {
             guard(name, "before_step", || p.before_step(&mut ctx, &mut batch))?.with_context(|| format!("probe `{name}` (before_step)"))?;
         }
+        // A skipped step leaves no trace of its batch, but the forward pass moves BatchNorm's running
+        // statistics (to NaN, for a NaN batch): keep a copy to put back.
+        let buffers = (self.on_nonfinite == OnNonFinite::Skip).then(|| Buffers::copy(ctx.net));
         let chain = Chain { strategies: &self.strategies, failure: RefCell::new(None) };
         let logits = autocast(self.amp, device, || ctx.net.forward(&batch.images, true, &chain));
         if let Some(e) = chain.failure.into_inner() {
@@ -378,7 +381,7 @@ impl Trainer {
         let loss_value = loss.double_value(&[]);
         self.state.last_lrs = ctx.lrs.to_vec();
         if !loss_value.is_finite() {
-            return self.nonfinite("loss");
+            return self.nonfinite("loss", buffers);
         }
         ctx.optimizer.zero_grad();
         loss.backward();
@@ -394,7 +397,7 @@ impl Trainer {
         // Checked last, on the gradients the optimizer is about to use (regularizers and hooks included).
         if !grads_finite(ctx.optimizer) {
             ctx.optimizer.zero_grad();
-            return self.nonfinite("gradient");
+            return self.nonfinite("gradient", buffers);
         }
         self.state.last_lrs = ctx.lrs.to_vec();
         ctx.optimizer.step(ctx.lrs);
@@ -403,12 +406,16 @@ impl Trainer {
         Ok(())
     }
 
-    /// A step whose loss or gradient is NaN or infinite: skipped and counted, or the end of the run.
-    fn nonfinite(&mut self, what: &str) -> Result<()> {
+    /// A step whose loss or gradient is NaN or infinite: skipped and counted (its buffers put back), or
+    /// the end of the run.
+    fn nonfinite(&mut self, what: &str, buffers: Option<Buffers>) -> Result<()> {
         let (step, epoch, batch) = (self.state.step, self.state.epoch, self.state.step_in_epoch);
         match self.on_nonfinite {
             OnNonFinite::Skip => {
                 tracing::warn!("step {step} (epoch {epoch}, batch {batch}): non-finite {what}; step skipped");
+                if let Some(b) = buffers {
+                    b.restore();
+                }
                 self.state.meters.skipped_steps += 1;
                 Ok(())
             }
@@ -501,6 +508,23 @@ impl Trainer {
             interrupted,
             seconds: started.elapsed().as_secs_f64(),
         }
+    }
+}
+
+/// A copy of a model's buffers (tensors that are not trained: BatchNorm's running statistics).
+struct Buffers(Vec<(Tensor, Tensor)>);
+
+impl Buffers {
+    fn copy(net: &Net) -> Buffers {
+        Buffers(net.state().into_iter().filter(|(_, t)| !t.requires_grad()).map(|(_, t)| (t.copy(), t)).collect())
+    }
+
+    fn restore(self) {
+        tch::no_grad(|| {
+            for (saved, mut live) in self.0 {
+                live.copy_(&saved);
+            }
+        });
     }
 }
 

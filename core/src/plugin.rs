@@ -39,6 +39,7 @@ pub struct Record {
     pub probe: String,
     pub epoch: usize,
     pub step: usize,
+    #[serde(deserialize_with = "crate::metrics::numbers_or_null")]
     pub values: std::collections::BTreeMap<String, f64>,
 }
 

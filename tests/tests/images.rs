@@ -165,7 +165,9 @@ fn truncated_empty_and_non_image_files_are_errors_naming_the_file() {
         ("empty.png", Vec::new(), "the file is empty (0 bytes)"),
         ("notes.png", b"not an image at all\n".to_vec(), "not an image in a known format"),
         ("half.png", good_png[..good_png.len() / 2].to_vec(), ""),
-        ("half.jpg", good_jpeg[..good_jpeg.len() / 2].to_vec(), ""),
+        // The JPEG decoder itself would fill the missing half with gray and report success.
+        ("half.jpg", good_jpeg[..good_jpeg.len() / 2].to_vec(), "the JPEG is truncated: its data ends before the end-of-image marker"),
+        ("no_end.jpg", good_jpeg[..good_jpeg.len() - 2].to_vec(), "the JPEG is truncated"),
     ];
     for (name, bytes, why) in cases {
         let path = write_file(dir.path(), name, "");
@@ -174,6 +176,10 @@ fn truncated_empty_and_non_image_files_are_errors_naming_the_file() {
         assert!(e.starts_with(&format!("cannot decode image {}: ", path.display())), "{e}");
         assert!(e.contains(why), "{e}");
     }
+    // Bytes after the end-of-image marker (some cameras append data) are not a truncation.
+    let mut trailing = good_jpeg.clone();
+    trailing.extend_from_slice(b"\xff\xd8 appended by a camera");
+    assert_eq!(decode_bytes(&trailing, &rules(ExifPolicy::Apply)).unwrap(), decode_bytes(&good_jpeg, &rules(ExifPolicy::Apply)).unwrap());
 }
 
 /// An ImageFolder of 8x8 images with one unreadable file in each split.

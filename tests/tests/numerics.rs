@@ -74,3 +74,19 @@ fn a_learning_rate_no_model_survives_is_caught_at_the_first_bad_step() {
         }
     }
 }
+
+#[test]
+fn a_non_finite_metric_keeps_the_metrics_file_readable() {
+    use rifle_core::metrics::{EpochLine, MetricsLog};
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = MetricsLog::open(dir.path(), 0).unwrap();
+    log.epoch(EpochLine { epoch: 0, split: "test".into(), loss: f64::NAN, lr: f64::INFINITY, ..Default::default() }).unwrap();
+    let record = rifle_core::plugin::Record { probe: "p".into(), epoch: 0, step: 3, values: [("norm".to_string(), f64::NAN)].into() };
+    log.record(&record).unwrap();
+    // JSON writes NaN and infinity as null; they read back as NaN.
+    let (epochs, records) = metrics::read(dir.path()).unwrap();
+    assert!(epochs[0].loss.is_nan() && epochs[0].lr.is_nan());
+    assert!(records[0].values["norm"].is_nan());
+    // A resume keeps such lines.
+    assert_eq!(MetricsLog::open(dir.path(), 2).unwrap().epochs().len(), 1);
+}
