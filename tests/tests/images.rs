@@ -215,3 +215,23 @@ fn unreadable_images_stop_the_run_naming_the_file_or_are_skipped_and_counted() {
         assert_eq!((e.skipped_images, e.samples), (skipped, samples), "{e:?}");
     }
 }
+
+#[test]
+fn the_decoding_rules_are_one_setting_for_training_and_predict() {
+    use rifle_core::config::load;
+    use rifle_core::params::Value;
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = dataset_with_bad_files(dir.path());
+    let exif = |set: &[&str]| {
+        let loaded = load(&pipeline, &set.iter().map(|s| s.to_string()).collect::<Vec<_>>(), &[]).unwrap_or_else(|e| panic!("{e}"));
+        (loaded.pipeline.data.exif, loaded.plugins.dataset.params.values["exif"].clone(), loaded.plugins.dataset.params.values["background"].clone())
+    };
+    // `data.exif` (what predict uses) reaches the dataset (what training uses), and the other way round.
+    assert_eq!(exif(&["data.exif=ignore"]).1, Value::Str("ignore".into()));
+    assert_eq!(exif(&["dataset.image_folder.exif=ignore"]).0, ExifPolicy::Ignore);
+    let black = Value::List(vec![Value::Int(0); 3]);
+    assert_eq!(exif(&["data.background=[0, 0, 0]"]).2, black);
+    // Set differently in both places: an error, not a silent choice.
+    let e = load(&pipeline, &["data.background=[0, 0, 0]".into(), "dataset.image_folder.background=[1, 2, 3]".into()], &[]).err().unwrap().to_string();
+    assert_eq!(e, "--set dataset.image_folder.background=[1, 2, 3]: dataset.image_folder.background: `[1, 2, 3]` contradicts data.background `[0, 0, 0]`; set it in one place");
+}

@@ -150,6 +150,15 @@ fn a_file_that_matches_nothing_is_an_error_listing_the_keys_on_both_sides() {
 }
 
 #[test]
+fn a_body_tensor_of_another_shape_is_an_error_naming_the_key_and_both_shapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("other_stem.safetensors");
+    let stem = Tensor::zeros([4, 3, 3, 3], (Kind::Float, Device::Cpu));
+    rifle_core::tensorfile::write(&path, &[("conv1.weight".into(), stem)], &BTreeMap::new()).unwrap();
+    assert_eq!(error(&path, &["module."]), format!("weights {}: `conv1.weight` has shape [4, 3, 3, 3] in the file but [4, 3, 7, 7] in the model", path.display()));
+}
+
+#[test]
 fn files_with_no_tensors_or_broken_contents_are_errors_naming_the_file() {
     let empty = fixture("empty.pth");
     assert_eq!(error(&empty, &["module."]), format!("weights {} contain no tensors", empty.display()));

@@ -298,7 +298,8 @@ pub fn load(path: &Path, overrides: &[String], extra_plugins: &[PathBuf]) -> Che
     spans.prune(&tree);
     let mut pipeline: Pipeline = typed(&tree, &spans)?;
     load_plugins(&mut pipeline, &spans, extra_plugins)?;
-    let plugins = resolve_plugins(&mut pipeline, &spans)?;
+    let mut plugins = resolve_plugins(&mut pipeline, &spans)?;
+    share_decode_rules(&mut pipeline, &mut plugins.dataset, &spans)?;
     expand_paths(&mut pipeline, &spans)?;
     check_pipeline(&pipeline, &plugins, &spans)?;
     let resolved = serde_yaml::to_string(&pipeline).map_err(|e| PipelineError(vec![Diagnostic { span: None, path: String::new(), message: e.to_string() }]))?;
@@ -717,6 +718,56 @@ fn resolve_one(kind: Kind, value: &mut Value, at: &str, spans: &SpanIndex) -> Ch
     outer.insert(Value::String(name), if resolved.is_empty() { Value::Null } else { Value::Mapping(resolved) });
     *value = Value::Mapping(outer);
     Ok((PluginUse { entry, params, at: at.to_string() }, groups))
+}
+
+/// The image decoding rules are set in two places: `data.background` / `data.exif` (what `rifle predict`
+/// uses) and a file dataset's own `background` / `exif` parameters (what training uses). They must agree:
+/// whichever was changed from its default is copied to the other; changed differently in both, an error.
+fn share_decode_rules(pipeline: &mut Pipeline, dataset: &mut PluginUse, spans: &SpanIndex) -> Checked<()> {
+    use crate::params::Value as P;
+    let data_background = P::List(pipeline.data.background.iter().map(|&c| P::Int(c.into())).collect());
+    let data_exif = P::Str(if pipeline.data.exif == ExifPolicy::Ignore { "ignore" } else { "apply" }.into());
+    let defaults = Data::default();
+    let mut errors = Vec::new();
+    for (name, data_value, data_is_default) in
+        [("background", data_background, pipeline.data.background == defaults.background), ("exif", data_exif, pipeline.data.exif == defaults.exif)]
+    {
+        let Some(param) = dataset.entry.spec.params.iter().find(|p| p.name == name) else { continue };
+        let Some(own) = dataset.params.values.get(name).cloned() else { continue };
+        if own == data_value {
+            continue;
+        }
+        let at = child(&child("dataset", dataset.name()), name);
+        if Some(&own) == param.default_value().as_ref() {
+            dataset.params.values.insert(name.into(), data_value.clone());
+            if let Some(slot) = pipeline.dataset.get_mut(dataset.name()).and_then(|m| m.get_mut(name)) {
+                *slot = data_value.to_yaml();
+            }
+        } else if data_is_default {
+            match name {
+                "exif" => pipeline.data.exif = if own == P::Str("ignore".into()) { ExifPolicy::Ignore } else { ExifPolicy::Apply },
+                _ => match &own {
+                    P::List(items) if items.len() == 3 && items.iter().all(|v| v.as_f64().is_some_and(|x| (0.0..=255.0).contains(&x))) => {
+                        for (slot, v) in pipeline.data.background.iter_mut().zip(items) {
+                            *slot = v.as_f64().map_or(0, |x| x as u8);
+                        }
+                    }
+                    _ => errors.push(Diagnostic { span: spans.value(&at).cloned(), path: at, message: "expected three values in 0..=255".into() }),
+                },
+            }
+        } else {
+            errors.push(Diagnostic {
+                span: spans.value(&at).cloned(),
+                path: at,
+                message: format!("`{own}` contradicts data.{name} `{data_value}`; set it in one place"),
+            });
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(PipelineError(errors))
+    }
 }
 
 /// Expands `~/` and `${VAR}` / `$VAR` in a path. `RIFLE_CACHE` defaults to `~/.cache/rifle`.
