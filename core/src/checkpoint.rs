@@ -26,6 +26,8 @@ pub struct Meters {
     pub correct1: usize,
     pub correct5: usize,
     pub skipped_steps: usize,
+    /// Unreadable images left out (`on_bad_image: skip`).
+    pub skipped_images: usize,
     pub seconds: f64,
 }
 
@@ -47,7 +49,7 @@ impl Meters {
         matches!(task, Task::Classify { .. }).then(|| self.correct1 as f64 / self.samples.max(1) as f64)
     }
 
-    pub fn line(&self, epoch: usize, split: &str, task: &Task, lrs: &[f64], penalty: Option<f64>, skipped_images: usize) -> EpochLine {
+    pub fn line(&self, epoch: usize, split: &str, task: &Task, lrs: &[f64], penalty: Option<f64>) -> EpochLine {
         let samples = self.samples.max(1) as f64;
         EpochLine {
             epoch,
@@ -58,7 +60,7 @@ impl Meters {
             lr: lrs.first().copied().unwrap_or(0.0),
             lr_head: lrs.get(1).copied().unwrap_or(0.0),
             penalty,
-            skipped_images,
+            skipped_images: self.skipped_images,
             skipped_steps: self.skipped_steps,
             samples: self.samples,
             seconds: self.seconds,
@@ -85,6 +87,10 @@ pub struct Checkpoint {
     pub optimizer_steps: BTreeMap<String, i64>,
     /// Class names in label order (what `rifle predict` prints).
     pub classes: Vec<String>,
+    /// Learning rates per group of the last step taken (what the epoch's metrics line reports, also when a
+    /// resume starts at the end of an epoch).
+    #[serde(default)]
+    pub last_lrs: Vec<f64>,
 }
 
 pub const CLASSES_KEY: &str = "rifle.classes";
@@ -116,7 +122,7 @@ pub fn write_weights(path: &Path, net: &Net, state: &Checkpoint) -> Result<()> {
 pub fn read_state(dir: &Path) -> Result<Checkpoint> {
     let path = dir.join("checkpoints/last.safetensors");
     anyhow::ensure!(path.exists(), "{}: no checkpoint to resume from (a run writes one after its first epoch)", path.display());
-    let (_, meta) = tensorfile::read(&path)?;
+    let (_, meta) = tensorfile::read_checked(&path)?;
     let json = meta.get(STATE_KEY).ok_or_else(|| anyhow!("{}: not a resumable checkpoint (no training state)", path.display()))?;
     serde_json::from_str(json).with_context(|| format!("{}: broken training state", path.display()))
 }
@@ -124,7 +130,7 @@ pub fn read_state(dir: &Path) -> Result<Checkpoint> {
 /// Loads the model and optimizer tensors of `last.safetensors`.
 pub fn restore(dir: &Path, state: &Checkpoint, net: &Net, optimizer: &mut Optimizer) -> Result<()> {
     let path = dir.join("checkpoints/last.safetensors");
-    let (tensors, _) = tensorfile::read(&path)?;
+    let (tensors, _) = tensorfile::read_checked(&path)?;
     let mut optim = BTreeMap::new();
     let mut model: BTreeMap<String, Tensor> = BTreeMap::new();
     for (name, t) in tensors {

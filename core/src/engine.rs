@@ -106,6 +106,8 @@ pub struct Trainer {
     pub dir: PathBuf,
     pub metrics: MetricsLog,
     pub state: Checkpoint,
+    /// Epoch and step of the last `last.safetensors` this run wrote or resumed from.
+    saved: Option<(usize, usize)>,
 }
 
 fn build_all<T>(uses: &[PluginUse], pick: impl Fn(Built) -> Option<T>) -> Result<Vec<(String, T)>> {
@@ -144,6 +146,7 @@ impl Trainer {
                 seed: p.seed,
                 on_bad_image: p.data.on_bad_image,
                 normalize: p.data.normalize.clone(),
+                classes: matches!(task, Task::Classify { .. }).then(|| task.outputs()),
             };
             Ok(Loader::new(samples, augments.into_iter().map(|(_, a)| a).collect(), config))
         };
@@ -151,6 +154,9 @@ impl Trainer {
         let eval_batch = if p.eval_batch_size == 0 { p.batch_size } else { p.eval_batch_size };
         let test = loader(Split::Test, &plugins.augment_eval, eval_batch, false)?;
         anyhow::ensure!(!train.is_empty(), "dataset `{}`: the training split is empty", plugins.dataset.name());
+        for (split, l) in [("training", &train), ("test", &test)] {
+            l.check_classes().with_context(|| format!("dataset `{}`, {split} split", plugins.dataset.name()))?;
+        }
         anyhow::ensure!(
             train.len() > 1 || p.batch_size == 1,
             "dataset `{}`: the training split has a single sample; BatchNorm cannot train on it",
@@ -225,6 +231,7 @@ impl Trainer {
             checkpoint_steps: p.output.checkpoint_steps,
             dir: dir.to_path_buf(),
             metrics,
+            saved: resume.then_some((state.epoch, state.step)),
             state,
         };
         // Hooks see the freshly built model with its pretrained weights (to keep w0, say), also on resume.
@@ -258,9 +265,13 @@ impl Trainer {
         Ok(lrs)
     }
 
-    /// Calls a hook on every strategy, then every probe, with the plugin's name on any error or panic.
+    /// Calls a hook on every strategy, then every probe, with the plugin's name on any error or panic. Like
+    /// a step's, the hook's random draws (a re-initialisation at epoch start, say) come from a generator
+    /// seeded by (seed, hook, step), so a resumed run draws what a straight one does.
     fn each_hook(&mut self, hook: &str, f: impl Fn(&mut dyn Hooks, &mut Ctx) -> Result<()>) -> Result<Vec<f64>> {
         let progress = self.progress();
+        let stream = hook.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+        tch::manual_seed(step_seed(self.seed ^ stream, self.state.step));
         let mut lrs = self.scheduled_lrs(&progress)?;
         let mut records = Vec::new();
         let mut ctx = Ctx { progress, net: &mut self.net, optimizer: &mut self.optimizer, lrs: &mut lrs, records: &mut records };
@@ -276,9 +287,27 @@ impl Trainer {
         records.iter().try_for_each(|r| self.metrics.record(r))
     }
 
-    /// Trains until the last epoch or a stop request.
+    /// Trains until the last epoch or a stop request. An error (a plugin's, a non-finite loss, an unreadable
+    /// batch) stops the run at once; its message says which checkpoint a resume would continue from.
     pub fn fit(&mut self, stop: &AtomicBool, bar: Option<&indicatif::ProgressBar>) -> Result<Summary> {
         let started = Instant::now();
+        let interrupted = self.train_epochs(stop, bar).map_err(|e| {
+            let at = format!("the run stopped at step {} (epoch {}, batch {})", self.state.step, self.state.epoch, self.state.step_in_epoch);
+            let checkpoint = match self.saved {
+                Some((epoch, step)) => format!(
+                    "its last checkpoint {} (epoch {epoch}, step {step}) is intact; continue with `rifle run --resume {}`",
+                    self.dir.join("checkpoints/last.safetensors").display(),
+                    self.dir.display()
+                ),
+                None => "no checkpoint had been written yet".into(),
+            };
+            e.context(format!("{at}; {checkpoint}"))
+        })?;
+        Ok(self.summary(started, interrupted))
+    }
+
+    /// The epoch loop; returns whether a stop request ended it early.
+    fn train_epochs(&mut self, stop: &AtomicBool, bar: Option<&indicatif::ProgressBar>) -> Result<bool> {
         let steps = self.train.steps_per_epoch();
         while self.state.epoch < self.epochs {
             let epoch = self.state.epoch;
@@ -286,12 +315,12 @@ impl Trainer {
                 self.each_hook("epoch_start", |h, ctx| h.epoch_start(ctx))?;
                 self.state.meters = Meters::default();
             }
-            let mut lrs = self.optimizer.base_lrs();
             let clock = Instant::now();
             for host in self.train.epoch(epoch, self.state.step_in_epoch) {
                 let host = host.with_context(|| format!("epoch {epoch}: loading a training batch"))?;
+                self.state.meters.skipped_images += host.skipped;
                 if host.targets.numel() > 0 {
-                    lrs = self.step(host)?;
+                    self.step(host)?;
                 }
                 self.state.step += 1;
                 self.state.step_in_epoch += 1;
@@ -301,22 +330,29 @@ impl Trainer {
                 if stop.load(Ordering::Relaxed) {
                     self.state.meters.seconds += clock.elapsed().as_secs_f64();
                     self.save_last()?;
-                    return Ok(self.summary(started, true));
+                    return Ok(true);
                 }
                 if self.checkpoint_steps > 0 && self.state.step % self.checkpoint_steps == 0 && self.state.step_in_epoch < steps {
                     self.save_last()?;
                 }
             }
             self.state.meters.seconds += clock.elapsed().as_secs_f64();
-            self.finish_epoch(&lrs)?;
+            self.finish_epoch()?;
+            // The end of an epoch is a step boundary too: a stop requested during evaluation stops here.
+            if stop.load(Ordering::Relaxed) && self.state.epoch < self.epochs {
+                if self.saved != Some((self.state.epoch, self.state.step)) {
+                    self.save_last()?;
+                }
+                return Ok(true);
+            }
         }
         self.each_hook("run_end", |h, ctx| h.run_end(ctx))?;
         checkpoint::write_weights(&self.dir.join("checkpoints/final.safetensors"), &self.net, &self.state)?;
-        Ok(self.summary(started, false))
+        Ok(false)
     }
 
-    /// One optimizer step on one batch, through the hooks. Returns the learning rates used.
-    fn step(&mut self, host: HostBatch) -> Result<Vec<f64>> {
+    /// One optimizer step on one batch, through the hooks; records the learning rates used.
+    fn step(&mut self, host: HostBatch) -> Result<()> {
         let device = self.net.device();
         // Every random draw of this step (dropout masks, re-initialisations, label noise) comes from a
         // generator seeded by (seed, step): the same in a resumed run as in a straight one.
@@ -333,33 +369,22 @@ impl Trainer {
         for (name, p) in &mut self.probes {
             guard(name, "before_step", || p.before_step(&mut ctx, &mut batch))?.with_context(|| format!("probe `{name}` (before_step)"))?;
         }
+        // A skipped step leaves no trace of its batch, but the forward pass moves BatchNorm's running
+        // statistics (to NaN, for a NaN batch): keep a copy to put back.
+        let buffers = (self.on_nonfinite == OnNonFinite::Skip).then(|| Buffers::copy(ctx.net));
         let chain = Chain { strategies: &self.strategies, failure: RefCell::new(None) };
         let logits = autocast(self.amp, device, || ctx.net.forward(&batch.images, true, &chain));
         if let Some(e) = chain.failure.into_inner() {
             return Err(e.context(format!("step {}: forward pass", self.state.step)));
         }
         let loss = loss(&self.task, &logits.to_kind(Kind::Float), &batch);
+        let loss_value = loss.double_value(&[]);
+        self.state.last_lrs = ctx.lrs.to_vec();
+        if !loss_value.is_finite() {
+            return self.nonfinite("loss", buffers);
+        }
         ctx.optimizer.zero_grad();
         loss.backward();
-        let loss_value = loss.double_value(&[]);
-        if !loss_value.is_finite() || !grads_finite(ctx.optimizer) {
-            let what = if loss_value.is_finite() { "gradient" } else { "loss" };
-            match self.on_nonfinite {
-                OnNonFinite::Skip => {
-                    tracing::warn!("step {}: non-finite {what}; step skipped", self.state.step);
-                    self.state.meters.skipped_steps += 1;
-                    ctx.optimizer.zero_grad();
-                    return Ok(lrs);
-                }
-                OnNonFinite::Stop => bail!(
-                    "non-finite {what} at step {} (epoch {}, batch {}); stopped. The last good checkpoint is {} (set `numerics.on_nonfinite: skip` to skip such steps)",
-                    self.state.step,
-                    self.state.epoch,
-                    self.state.step_in_epoch,
-                    self.dir.join("checkpoints/last.safetensors").display()
-                ),
-            }
-        }
         for (name, r) in &self.regularizers {
             guard(name, "add_grad", || r.add_grad(ctx.net))?;
         }
@@ -369,18 +394,46 @@ impl Trainer {
         for (name, p) in &mut self.probes {
             guard(name, "after_backward", || p.after_backward(&mut ctx))?.with_context(|| format!("probe `{name}` (after_backward)"))?;
         }
+        // Checked last, on the gradients the optimizer is about to use (regularizers and hooks included).
+        if !grads_finite(ctx.optimizer) {
+            ctx.optimizer.zero_grad();
+            return self.nonfinite("gradient", buffers);
+        }
+        self.state.last_lrs = ctx.lrs.to_vec();
         ctx.optimizer.step(ctx.lrs);
         self.write_records(records)?;
         self.state.meters.add(&self.task, &logits, &true_labels.to_device(device), loss_value);
-        Ok(lrs)
+        Ok(())
     }
 
-    fn finish_epoch(&mut self, lrs: &[f64]) -> Result<()> {
+    /// A step whose loss or gradient is NaN or infinite: skipped and counted (its buffers put back), or
+    /// the end of the run.
+    fn nonfinite(&mut self, what: &str, buffers: Option<Buffers>) -> Result<()> {
+        let (step, epoch, batch) = (self.state.step, self.state.epoch, self.state.step_in_epoch);
+        match self.on_nonfinite {
+            OnNonFinite::Skip => {
+                tracing::warn!("step {step} (epoch {epoch}, batch {batch}): non-finite {what}; step skipped");
+                if let Some(b) = buffers {
+                    b.restore();
+                }
+                self.state.meters.skipped_steps += 1;
+                Ok(())
+            }
+            OnNonFinite::Stop => {
+                bail!("non-finite {what} at step {step} (epoch {epoch}, batch {batch}); set `numerics.on_nonfinite: skip` to skip such steps")
+            }
+        }
+    }
+
+    fn finish_epoch(&mut self) -> Result<()> {
         let epoch = self.state.epoch;
-        let penalty = (!self.regularizers.is_empty()).then(|| self.regularizers.iter().map(|(_, r)| r.penalty(&self.net)).sum());
-        let skipped_images = self.train.take_skipped();
-        let train_line = self.state.meters.line(epoch, "train", &self.task, lrs, penalty, skipped_images);
-        let test_line = self.evaluate(epoch, lrs)?;
+        let lrs = if self.state.last_lrs.is_empty() { self.optimizer.base_lrs() } else { self.state.last_lrs.clone() };
+        let mut penalty = None;
+        for (name, r) in &self.regularizers {
+            *penalty.get_or_insert(0.0) += guard(name, "penalty", || r.penalty(&self.net))?;
+        }
+        let train_line = self.state.meters.line(epoch, "train", &self.task, &lrs, penalty);
+        let test_line = self.evaluate(epoch, &lrs)?;
         let test_top1 = test_line.top1.unwrap_or(-test_line.loss);
         let pct = |t: Option<f64>| t.map(|t| format!(" top1 {:.2}%", 100.0 * t)).unwrap_or_default();
         tracing::info!(
@@ -411,7 +464,9 @@ impl Trainer {
 
     fn save_last(&mut self) -> Result<()> {
         self.state.metrics_lines = self.metrics.lines();
-        checkpoint::write_last(&self.dir, &self.net, &self.optimizer, &self.state)
+        checkpoint::write_last(&self.dir, &self.net, &self.optimizer, &self.state)?;
+        self.saved = Some((self.state.epoch, self.state.step));
+        Ok(())
     }
 
     /// Loss, top-1 and top-5 on the test split, in eval mode with no perturbation.
@@ -425,6 +480,7 @@ impl Trainer {
             if host.targets.numel() == 0 {
                 continue;
             }
+            meters.skipped_images += host.skipped;
             let targets = host.targets.to_device(device);
             let (logits, loss_value) = tch::no_grad(|| {
                 let logits = autocast(self.amp, device, || self.net.forward(&host.inputs.to_device(device), false, &chain)).to_kind(Kind::Float);
@@ -438,7 +494,7 @@ impl Trainer {
             return Err(e.context("evaluation forward pass"));
         }
         meters.seconds = clock.elapsed().as_secs_f64();
-        Ok(meters.line(epoch, "test", &self.task, lrs, None, self.test.take_skipped()))
+        Ok(meters.line(epoch, "test", &self.task, lrs, None))
     }
 
     fn summary(&self, started: Instant, interrupted: bool) -> Summary {
@@ -452,6 +508,23 @@ impl Trainer {
             interrupted,
             seconds: started.elapsed().as_secs_f64(),
         }
+    }
+}
+
+/// A copy of a model's buffers (tensors that are not trained: BatchNorm's running statistics).
+struct Buffers(Vec<(Tensor, Tensor)>);
+
+impl Buffers {
+    fn copy(net: &Net) -> Buffers {
+        Buffers(net.state().into_iter().filter(|(_, t)| !t.requires_grad()).map(|(_, t)| (t.copy(), t)).collect())
+    }
+
+    fn restore(self) {
+        tch::no_grad(|| {
+            for (saved, mut live) in self.0 {
+                live.copy_(&saved);
+            }
+        });
     }
 }
 
@@ -472,9 +545,11 @@ pub fn loss(task: &Task, logits: &Tensor, batch: &Batch) -> Tensor {
     }
 }
 
+/// Whether every gradient is finite: one sum, in f64 so that large finite f32 gradients cannot overflow it
+/// (a NaN or an infinity anywhere makes it non-finite).
 fn grads_finite(optimizer: &Optimizer) -> bool {
-    let sums: Vec<Tensor> = optimizer.groups.iter().flat_map(|g| g.params.iter()).map(|(_, p)| p.grad()).filter(|g| g.defined()).map(|g| g.sum(Kind::Float)).collect();
-    sums.is_empty() || Tensor::stack(&sums, 0).sum(Kind::Float).double_value(&[]).is_finite()
+    let sums: Vec<Tensor> = optimizer.groups.iter().flat_map(|g| g.params.iter()).map(|(_, p)| p.grad()).filter(|g| g.defined()).map(|g| g.sum(Kind::Double)).collect();
+    sums.is_empty() || Tensor::stack(&sums, 0).sum(Kind::Double).double_value(&[]).is_finite()
 }
 
 fn autocast<T>(amp: Amp, device: Device, f: impl FnOnce() -> T) -> T {

@@ -2,7 +2,7 @@
 //! records) and `metrics.csv` (the epoch lines as a table), both kept in step.
 use crate::plugin::Record;
 use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 pub struct EpochLine {
     pub epoch: usize,
     pub split: String,
+    #[serde(deserialize_with = "number_or_null")]
     pub loss: f64,
     /// Top-1 / top-5 accuracy in [0, 1] (classification only).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -18,7 +19,9 @@ pub struct EpochLine {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub top5: Option<f64>,
     /// Learning rate of the backbone group at the epoch's last step.
+    #[serde(deserialize_with = "number_or_null")]
     pub lr: f64,
+    #[serde(deserialize_with = "number_or_null")]
     pub lr_head: f64,
     /// The regularizers' penalty Ω(w) at the end of the epoch (train lines).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -27,8 +30,22 @@ pub struct EpochLine {
     pub skipped_images: usize,
     pub skipped_steps: usize,
     pub samples: usize,
+    #[serde(deserialize_with = "number_or_null")]
     pub seconds: f64,
+    #[serde(deserialize_with = "number_or_null")]
     pub images_per_s: f64,
+}
+
+/// JSON has no NaN or infinity: serde_json writes them as `null`. They are read back as NaN, so that a
+/// diverged evaluation does not make the metrics file unreadable (or a resume drop its lines).
+fn number_or_null<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+/// `number_or_null` for a probe record's values.
+pub fn numbers_or_null<'de, D: Deserializer<'de>>(d: D) -> Result<std::collections::BTreeMap<String, f64>, D::Error> {
+    let values = std::collections::BTreeMap::<String, Option<f64>>::deserialize(d)?;
+    Ok(values.into_iter().map(|(k, v)| (k, v.unwrap_or(f64::NAN))).collect())
 }
 
 pub const CSV_COLUMNS: &[&str] =

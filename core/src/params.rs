@@ -11,7 +11,8 @@ pub enum Ty {
     Int,
     Float,
     Str,
-    /// A filesystem path; relative paths are resolved against the directory of the file that sets them.
+    /// A filesystem path; relative paths are resolved against the directory of the file that sets them
+    /// (the working directory for `--set`).
     Path,
     Choice(&'static [&'static str]),
     Ints,
@@ -207,7 +208,7 @@ fn bool_hint(ty: Ty, v: &serde_yaml::Value) -> String {
     match (ty, v.as_str().map(str::to_ascii_lowercase).as_deref()) {
         (Ty::Bool, Some("yes" | "on" | "y")) => " (YAML 1.2 reads it as a string: write true)".into(),
         (Ty::Bool, Some("no" | "off" | "n")) => " (YAML 1.2 reads it as a string: write false)".into(),
-        (Ty::Int | Ty::Float, Some(_)) => " (numbers must not be quoted)".into(),
+        (Ty::Int | Ty::Float, Some(text)) if text.trim().parse::<f64>().is_ok() => " (numbers must not be quoted)".into(),
         _ => String::new(),
     }
 }

@@ -39,6 +39,7 @@ pub struct Record {
     pub probe: String,
     pub epoch: usize,
     pub step: usize,
+    #[serde(deserialize_with = "crate::metrics::numbers_or_null")]
     pub values: std::collections::BTreeMap<String, f64>,
 }
 
@@ -140,6 +141,11 @@ pub trait Samples: Send + Sync {
     fn load(&self, index: usize) -> Result<Sample>;
     /// A name for messages: the file path, or `mock[17]`.
     fn describe(&self, index: usize) -> String;
+    /// The class of sample `index` when known without decoding it (file lists know it); the engine checks
+    /// these against the head's class count before training starts. The loader checks every label anyway.
+    fn class_of(&self, _index: usize) -> Option<usize> {
+        None
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -36,6 +36,12 @@ impl Kind {
         }
     }
 
+    /// "a backbone", "an augment".
+    pub fn with_article(self) -> String {
+        let article = if self == Kind::Augment { "an" } else { "a" };
+        format!("{article} {}", self.name())
+    }
+
     pub fn parse(name: &str) -> Result<Kind> {
         Kind::ALL.into_iter().find(|k| k.name() == name || format!("{}s", k.name()) == name).ok_or_else(|| {
             let names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
@@ -118,16 +124,25 @@ impl fmt::Display for Source {
     }
 }
 
+/// How the host builds a plugin: a built-in calls its `build` directly; a library's plugins are built by
+/// the library itself so that its objects contain their own panics (see `dynamic::build_contained`).
+pub type BuildFn = fn(&PluginSpec, &Params) -> Result<Built>;
+
+fn build_direct(spec: &PluginSpec, params: &Params) -> Result<Built> {
+    (spec.build)(params)
+}
+
 #[derive(Clone)]
 pub struct Entry {
     pub spec: PluginSpec,
     pub source: Source,
+    pub(crate) build: BuildFn,
 }
 
 impl Entry {
     /// Builds the plugin from checked parameters; a panic inside the plugin becomes an error naming it.
     pub fn build(&self, params: &Params) -> Result<Built> {
-        let built = guard(self.spec.name, "build", || (self.spec.build)(params))??;
+        let built = guard(self.spec.name, "build", || (self.build)(&self.spec, params))??;
         if built.kind() != self.spec.kind {
             bail!("plugin `{}` ({}) is registered as a {} but built a {}", self.spec.name, self.source, self.spec.kind, built.kind());
         }
@@ -137,44 +152,68 @@ impl Entry {
 
 /// Runs a plugin's code, turning a panic into an error that names the plugin and the hook.
 pub fn guard<T>(plugin: &str, hook: &str, f: impl FnOnce() -> T) -> Result<T> {
-    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
-        let msg = payload
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| payload.downcast_ref::<&str>().copied())
-            .unwrap_or("(no message)");
-        anyhow!("plugin `{plugin}` panicked in {hook}: {msg}")
-    })
+    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| anyhow!("plugin `{plugin}` panicked in {hook}: {}", panic_message(payload.as_ref())))
 }
 
-/// What a dynamic library registers its plugins into (see `export_plugins!`).
-#[derive(Default)]
+/// The text of a panic's payload.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "(no message)".into())
+}
+
+/// What a dynamic library registers its plugins into (see `export_plugins!`). The host fills in `raise`;
+/// the library fills in `build` and its specs.
 pub struct Registrar {
     specs: Vec<PluginSpec>,
+    /// Raises a panic in the host's runtime with this message (see `dynamic::contain`).
+    pub raise: fn(String) -> !,
+    /// The library's own builder of its plugins.
+    pub build: Option<BuildFn>,
 }
 
 impl Registrar {
+    /// A registrar whose `raise` panics in the runtime of the code that creates it (the host's).
+    pub fn new() -> Registrar {
+        Registrar { specs: Vec::new(), raise: raise_here, build: None }
+    }
     pub fn add(&mut self, spec: PluginSpec) {
         self.specs.push(spec);
     }
-    pub fn into_specs(self) -> Vec<PluginSpec> {
-        self.specs
+    pub fn into_specs(self) -> (Vec<PluginSpec>, Option<BuildFn>) {
+        (self.specs, self.build)
     }
+}
+
+impl Default for Registrar {
+    fn default() -> Self {
+        Registrar::new()
+    }
+}
+
+/// `resume_unwind` rather than `panic!`: the message was printed once already, by the library's panic hook.
+fn raise_here(message: String) -> ! {
+    std::panic::resume_unwind(Box::new(message))
 }
 
 static LOADED: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
 
 /// Every registered plugin, built-in first, sorted by kind and name within each source.
 pub fn entries() -> Vec<Entry> {
-    let mut out: Vec<Entry> =
-        inventory::iter::<PluginSpec>.into_iter().map(|s| Entry { spec: *s, source: Source::BuiltIn }).collect();
+    let mut out: Vec<Entry> = inventory::iter::<PluginSpec>
+        .into_iter()
+        .map(|s| Entry { spec: *s, source: Source::BuiltIn, build: build_direct })
+        .collect();
     out.sort_by_key(|e| (e.spec.kind, e.spec.name));
     out.extend(LOADED.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned());
     out
 }
 
-/// Adds plugins from a dynamic library; a name already taken for the same kind is refused.
-pub(crate) fn add_loaded(specs: Vec<PluginSpec>, source: Source) -> Result<Vec<&'static str>> {
+/// Adds plugins from a dynamic library, built with the library's `build`; a name already taken for the same
+/// kind is refused.
+pub(crate) fn add_loaded(specs: Vec<PluginSpec>, build: BuildFn, source: Source) -> Result<Vec<&'static str>> {
     let existing = entries();
     let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
     let mut names = Vec::new();
@@ -186,7 +225,7 @@ pub(crate) fn add_loaded(specs: Vec<PluginSpec>, source: Source) -> Result<Vec<&
             bail!("{source}: {} plugin `{}` is already registered by {}", spec.kind, spec.name, e.source);
         }
         names.push(spec.name);
-        loaded.push(Entry { spec, source: source.clone() });
+        loaded.push(Entry { spec, source: source.clone(), build });
     }
     Ok(names)
 }
@@ -199,6 +238,7 @@ pub fn find(kind: Kind, name: &str) -> Result<Entry, String> {
     }
     let names: Vec<&str> = all.iter().filter(|e| e.spec.kind == kind).map(|e| e.spec.name).collect();
     let hint = closest(name, names.iter().copied()).map(|c| format!("did you mean `{c}`? ")).unwrap_or_default();
-    let elsewhere = all.iter().find(|e| e.spec.name == name).map(|e| format!(" (`{name}` is a {} plugin)", e.spec.kind)).unwrap_or_default();
-    Err(format!("unknown {kind} plugin `{name}`{elsewhere}; {hint}{kind} plugins are: {}", names.join(", ")))
+    let elsewhere = all.iter().find(|e| e.spec.name == name).map(|e| format!(" (`{name}` is {} plugin)", e.spec.kind.with_article())).unwrap_or_default();
+    let known = if names.is_empty() { format!("no {kind} plugins are registered") } else { format!("{kind} plugins are: {}", names.join(", ")) };
+    Err(format!("unknown {kind} plugin `{name}`{elsewhere}; {hint}{known}"))
 }

@@ -1,6 +1,7 @@
 //! safetensors files: reading any of the dtypes a checkpoint may hold, and writing atomically (temporary
-//! file, fsync, rename, fsync of the folder) with a CRC32 of the tensor data in the metadata, so a torn or
-//! corrupted file is detected on load instead of silently training on garbage.
+//! file, fsync, rename, fsync of the folder) with a CRC32 in the metadata over everything else the file
+//! holds (tensor names, dtypes, shapes and bytes, and the other metadata: a resume's training state is
+//! there), so a torn or corrupted file is detected on load instead of silently training on garbage.
 use anyhow::{anyhow, bail, Context, Result};
 use safetensors::tensor::{Dtype, TensorView};
 use std::collections::{BTreeMap, HashMap};
@@ -51,14 +52,25 @@ pub fn tensor_bytes(t: &Tensor) -> Vec<u8> {
     bytes
 }
 
-fn crc(tensors: &BTreeMap<&str, (&[usize], &[u8])>) -> String {
+/// One tensor as the checksum sees it: dtype, shape and bytes.
+type Entry<'a> = (Dtype, &'a [usize], &'a [u8]);
+
+fn crc(tensors: &BTreeMap<&str, Entry>, metadata: &HashMap<String, String>) -> String {
     let mut hasher = crc32fast::Hasher::new();
-    for (name, (shape, bytes)) in tensors {
-        hasher.update(name.as_bytes());
-        for d in *shape {
-            hasher.update(&d.to_le_bytes());
-        }
+    // Lengths before variable-size fields, so that moving bytes between neighbours changes the sum.
+    let mut field = |bytes: &[u8]| {
+        hasher.update(&(bytes.len() as u64).to_le_bytes());
         hasher.update(bytes);
+    };
+    for (name, (dtype, shape, bytes)) in tensors {
+        field(name.as_bytes());
+        field(format!("{dtype:?}{shape:?}").as_bytes());
+        field(bytes);
+    }
+    let meta: BTreeMap<&String, &String> = metadata.iter().filter(|(k, _)| *k != CHECKSUM_KEY).collect();
+    for (key, value) in meta {
+        field(key.as_bytes());
+        field(value.as_bytes());
     }
     format!("{:08x}", hasher.finalize())
 }
@@ -70,9 +82,9 @@ pub fn write(path: &Path, tensors: &[(String, Tensor)], metadata: &BTreeMap<Stri
         let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
         owned.push((name.clone(), dtype_of(t.kind()).with_context(|| format!("tensor `{name}`"))?, shape, tensor_bytes(t)));
     }
-    let table: BTreeMap<&str, (&[usize], &[u8])> = owned.iter().map(|(n, _, s, b)| (n.as_str(), (s.as_slice(), b.as_slice()))).collect();
+    let table: BTreeMap<&str, Entry> = owned.iter().map(|(n, d, s, b)| (n.as_str(), (*d, s.as_slice(), b.as_slice()))).collect();
     let mut meta: HashMap<String, String> = metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    meta.insert(CHECKSUM_KEY.into(), crc(&table));
+    meta.insert(CHECKSUM_KEY.into(), crc(&table, &meta));
     let views = owned
         .iter()
         .map(|(n, d, s, b)| Ok((n.clone(), TensorView::new(*d, s.clone(), b).map_err(|e| anyhow!("tensor `{n}`: {e}"))?)))
@@ -102,10 +114,20 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     result.with_context(|| format!("cannot write {} (the previous file, if any, is unchanged)", path.display()))
 }
 
-/// Tensors (in file order of names) and metadata. A file with a checksum is verified.
+/// Tensors (sorted by name) and metadata. A file with a checksum is verified.
 pub fn read(path: &Path) -> Result<(Vec<(String, Tensor)>, HashMap<String, String>)> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     parse(&bytes).with_context(|| format!("{} is not a valid safetensors file", path.display()))
+}
+
+/// `read` for files rifle wrote itself (checkpoints), which must carry the checksum: a damaged checksum
+/// key must not turn the verification off.
+pub fn read_checked(path: &Path) -> Result<(Vec<(String, Tensor)>, HashMap<String, String>)> {
+    let (tensors, metadata) = read(path)?;
+    if !metadata.contains_key(CHECKSUM_KEY) {
+        bail!("{} has no `{CHECKSUM_KEY}` checksum: it is corrupt, or was not written by rifle", path.display());
+    }
+    Ok((tensors, metadata))
 }
 
 pub fn parse(bytes: &[u8]) -> Result<(Vec<(String, Tensor)>, HashMap<String, String>)> {
@@ -121,11 +143,11 @@ pub fn parse(bytes: &[u8]) -> Result<(Vec<(String, Tensor)>, HashMap<String, Str
         let kind = kind_of(view.dtype()).with_context(|| format!("tensor `{name}`"))?;
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
         out.push((name.clone(), Tensor::f_from_data_size(view.data(), &shape, kind).with_context(|| format!("tensor `{name}`"))?));
-        table.insert(name.as_str(), (view.shape().to_vec(), view.data()));
+        table.insert(name.as_str(), (view.dtype(), view.shape().to_vec(), view.data()));
     }
     if let Some(expected) = metadata.get(CHECKSUM_KEY) {
-        let refs: BTreeMap<&str, (&[usize], &[u8])> = table.iter().map(|(n, (s, b))| (*n, (s.as_slice(), *b))).collect();
-        let actual = crc(&refs);
+        let refs: BTreeMap<&str, Entry> = table.iter().map(|(n, (d, s, b))| (*n, (*d, s.as_slice(), *b))).collect();
+        let actual = crc(&refs, &metadata);
         if &actual != expected {
             bail!("checksum mismatch (stored {expected}, computed {actual}): the file is corrupt");
         }

@@ -102,4 +102,7 @@ impl Samples for MockSplit {
     fn describe(&self, index: usize) -> String {
         format!("mock[{index}]")
     }
+    fn class_of(&self, index: usize) -> Option<usize> {
+        Some(index % self.mock.classes)
+    }
 }

@@ -7,10 +7,12 @@ use rifle_core::optim::{Algorithm, Group, Optimizer};
 use rifle_core::plugin::{Batch, Ctx, Hooks, Perturb, Probe, Progress, Record, Regularizer, Scheduler, Strategy};
 use rifle_core::registry::{self, Built, Kind};
 use rifle_core::Params;
-use tch::{Device, Tensor};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use tch::{Device, Tensor};
 
 /// The repository root.
 pub fn root() -> PathBuf {
@@ -212,4 +214,80 @@ impl Rig {
 /// Every element of a tensor, as f64.
 pub fn values(t: &Tensor) -> Vec<f64> {
     Vec::<f64>::try_from(t.detach().to_kind(tch::Kind::Double).flatten(0, -1)).expect("tensor to Vec")
+}
+
+/// The repository's tiny mock pipeline.
+pub fn mock_pipeline() -> PathBuf {
+    root().join("pipelines/mock.yaml")
+}
+
+/// `--set` overrides that shrink pipelines/mock.yaml to a run of a second or two: 4 classes, 64 training and
+/// 32 test images of 16x16, batches of 16 (4 steps per epoch), 2 epochs, one libtorch thread (bit-exact).
+pub const TINY: &[&str] = &[
+    "epochs=2",
+    "batch_size=16",
+    "threads=1",
+    "dataset.mock.classes=4",
+    "dataset.mock.train=64",
+    "dataset.mock.test=32",
+    "dataset.mock.size=16",
+];
+
+/// TINY plus `extra`, as `--set A --set B ...` arguments for the binary.
+pub fn set_args(extra: &[&str]) -> Vec<String> {
+    TINY.iter().chain(extra).flat_map(|s| ["--set".to_string(), s.to_string()]).collect()
+}
+
+/// Runs the `rifle` binary in `cwd` and waits for it.
+pub fn rifle(cwd: &Path, args: &[String], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(rifle_bin());
+    command.current_dir(cwd).args(args).env_remove("RIFLE_PLUGIN_PATH");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().expect("run rifle")
+}
+
+/// `args` as owned strings.
+pub fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The exit code, failing the test if the process died of a signal (a crash or an abort).
+pub fn exit_code(output: &Output) -> i32 {
+    output.status.code().unwrap_or_else(|| panic!("rifle was killed by a signal: {:?}\n{}", output.status, stderr(output)))
+}
+
+/// The tensors of a safetensors file by name.
+pub fn tensors(path: &Path) -> BTreeMap<String, Tensor> {
+    rifle_core::tensorfile::read(path).unwrap_or_else(|e| panic!("{e:#}")).0.into_iter().collect()
+}
+
+/// Asserts two safetensors files hold the same tensors, bit for bit.
+pub fn assert_same_tensors(a: &Path, b: &Path) {
+    let (ta, tb) = (tensors(a), tensors(b));
+    assert_eq!(ta.keys().collect::<Vec<_>>(), tb.keys().collect::<Vec<_>>(), "{} and {} hold different tensors", a.display(), b.display());
+    for (name, x) in &ta {
+        let y = &tb[name];
+        assert!(x.size() == y.size() && x.kind() == y.kind() && x.equal(y), "`{name}` differs between {} and {}", a.display(), b.display());
+    }
+}
+
+/// A run's metrics.jsonl lines without their timing fields (seconds, images_per_s), which differ run to run.
+pub fn metrics_without_timings(dir: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(dir.join("metrics.jsonl")).expect("read metrics.jsonl");
+    text.lines()
+        .map(|line| {
+            let mut value: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+            if let Some(object) = value.as_object_mut() {
+                object.remove("seconds");
+                object.remove("images_per_s");
+            }
+            value
+        })
+        .collect()
 }

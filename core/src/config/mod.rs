@@ -327,7 +327,8 @@ pub fn load(path: &Path, overrides: &[String], extra_plugins: &[PathBuf]) -> Che
     spans.prune(&tree);
     let mut pipeline: Pipeline = typed(&tree, &spans)?;
     load_plugins(&mut pipeline, &spans, extra_plugins)?;
-    let plugins = resolve_plugins(&mut pipeline, &spans)?;
+    let mut plugins = resolve_plugins(&mut pipeline, &spans)?;
+    share_decode_rules(&mut pipeline, &mut plugins.dataset, &spans)?;
     expand_paths(&mut pipeline, &spans)?;
     check_pipeline(&pipeline, &plugins, &spans)?;
     let resolved = serde_yaml::to_string(&pipeline).map_err(|e| PipelineError(vec![Diagnostic { span: None, path: String::new(), message: e.to_string() }]))?;
@@ -342,11 +343,20 @@ fn read_tree(path: &Path, chain: &mut Vec<PathBuf>) -> Checked<(Value, SpanIndex
         Err(e) => return fail(None, "", format!("cannot read pipeline {shown}: {e}")),
     };
     let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-    if chain.contains(&canonical) {
-        let cycle: Vec<String> = chain.iter().chain([&canonical]).map(|p| p.display().to_string()).collect();
-        return fail(None, "extends", format!("`extends` forms a cycle: {}", cycle.join(" -> ")));
-    }
     let file = Arc::new(path.to_path_buf());
+    let spans = SpanIndex::build(&text, file.clone());
+    if !spans.duplicates.is_empty() {
+        let diagnostics = spans
+            .duplicates
+            .iter()
+            .map(|d| Diagnostic {
+                span: Some(d.again.clone()),
+                path: d.path.clone(),
+                message: format!("duplicate key: already set at {} (a key may appear once per mapping)", d.first),
+            })
+            .collect();
+        return Err(PipelineError(diagnostics));
+    }
     let mut tree: Value = match serde_yaml::from_str(&text) {
         Ok(v) => v,
         Err(e) => {
@@ -360,9 +370,12 @@ fn read_tree(path: &Path, chain: &mut Vec<PathBuf>) -> Checked<(Value, SpanIndex
     if !tree.is_mapping() {
         return fail(Some(Span::File { file, line: 1, column: 1 }), "", format!("a pipeline is a mapping of keys, found {}", describe(&tree)));
     }
-    let spans = SpanIndex::build(&text, file.clone());
     if let Err(e) = tree.apply_merge() {
         return fail(spans.value("").cloned(), "", format!("merge key `<<`: {e}"));
+    }
+    // Top-level `x-…` keys hold YAML anchors to reuse below (the docker-compose convention), not settings.
+    if let Value::Mapping(m) = &mut tree {
+        m.retain(|k, _| !k.as_str().is_some_and(|k| k.starts_with("x-")));
     }
     let parents = match tree.get("extends") {
         None | Some(Value::Null) => vec![],
@@ -389,6 +402,11 @@ fn read_tree(path: &Path, chain: &mut Vec<PathBuf>) -> Checked<(Value, SpanIndex
         let parent = path.parent().unwrap_or(Path::new(".")).join(&name);
         if !parent.exists() {
             return fail(spans.value(&at).cloned(), &at, format!("extended file {} does not exist", parent.display()));
+        }
+        let canonical_parent = parent.canonicalize().unwrap_or_else(|_| parent.clone());
+        if chain.contains(&canonical_parent) {
+            let cycle: Vec<String> = chain.iter().chain([&canonical_parent]).map(|p| p.display().to_string()).collect();
+            return fail(spans.value(&at).cloned(), &at, format!("`extends` forms a cycle: {}", cycle.join(" -> ")));
         }
         let (t, s) = read_tree(&parent, chain)?;
         deep_merge(&mut base, t);
@@ -433,12 +451,10 @@ fn parse_path(path: &str) -> Option<Vec<Result<String, usize>>> {
     let mut out = Vec::new();
     for part in path.split('.') {
         let (name, mut rest) = part.split_once('[').map(|(n, r)| (n, format!("[{r}"))).unwrap_or((part, String::new()));
-        if name.is_empty() && out.is_empty() {
+        if name.is_empty() {
             return None;
         }
-        if !name.is_empty() {
-            out.push(Ok(name.to_string()));
-        }
+        out.push(Ok(name.to_string()));
         while let Some(r) = rest.strip_prefix('[') {
             let (i, tail) = r.split_once(']')?;
             out.push(Err(i.parse().ok()?));
@@ -466,6 +482,8 @@ fn apply_override(tree: &mut Value, spans: &mut SpanIndex, arg: &str) -> Checked
     };
     let mut node = tree;
     let mut at = String::new();
+    // Keys this override creates: errors about them point at the command line, not at the file.
+    let mut created = Vec::new();
     for part in parts {
         node = match part {
             Ok(key) => {
@@ -476,6 +494,9 @@ fn apply_override(tree: &mut Value, spans: &mut SpanIndex, arg: &str) -> Checked
                 let Value::Mapping(m) = node else {
                     return fail(Some(span), &at, format!("cannot set a key inside {}", describe(node)));
                 };
+                if !m.contains_key(key.as_str()) {
+                    created.push(at.clone());
+                }
                 m.entry(Value::String(key)).or_insert(Value::Null)
             }
             Err(i) => {
@@ -492,9 +513,10 @@ fn apply_override(tree: &mut Value, spans: &mut SpanIndex, arg: &str) -> Checked
         };
     }
     *node = value;
-    let mut over = SpanIndex::default();
-    over.insert(path.trim().to_string(), spans::Entry { key: Some(span.clone()), value: span });
-    spans.overlay(over);
+    spans.remove_below(&at);
+    for p in created.into_iter().chain([at]) {
+        spans.insert(p, spans::Entry { key: Some(span.clone()), value: span.clone() });
+    }
     Ok(())
 }
 
@@ -512,9 +534,15 @@ fn typed<T: serde::de::DeserializeOwned>(tree: &Value, spans: &SpanIndex) -> Che
         if let Some(field) = message.strip_prefix("missing field `").and_then(|m| m.strip_suffix('`')) {
             return fail(spans.value(&path).cloned(), &path, format!("missing required key `{field}`"));
         }
+        let expected = message.rsplit("expected ").next().unwrap_or_default();
+        let numeric = ["u8", "u16", "u32", "u64", "usize", "i8", "i16", "i32", "i64", "isize", "f32", "f64"].contains(&expected);
+        let quoted_number = message
+            .strip_prefix("invalid type: string \"")
+            .and_then(|rest| rest.split_once('"'))
+            .is_some_and(|(text, _)| text.trim().parse::<f64>().is_ok());
         let hint = if message.contains("string \"") && message.contains("expected a boolean") {
             " (YAML 1.2 reads yes/no/on/off as strings: write true or false)"
-        } else if message.contains("invalid type: string") && (message.contains("expected f64") || message.contains("integer")) {
+        } else if quoted_number && numeric {
             " (numbers must not be quoted)"
         } else if message.contains("floating point") && (message.contains("expected u") || message.contains("expected i")) {
             " (this key takes an integer)"
@@ -552,9 +580,9 @@ fn load_plugins(pipeline: &mut Pipeline, spans: &SpanIndex, extra: &[PathBuf]) -
     libraries.extend(extra.iter().map(|p| (p.clone(), "--plugin".into())));
     for (i, lib) in pipeline.plugins.iter_mut().enumerate() {
         let at = index("plugins", i);
-        match expand(lib) {
+        match file_path(lib, spans.value(&at)) {
             Ok(p) => {
-                *lib = absolute(&p).display().to_string();
+                *lib = p.display().to_string();
                 libraries.push((PathBuf::from(&*lib), at));
             }
             Err(e) => errors.push(Diagnostic { span: spans.value(&at).cloned(), path: at, message: e }),
@@ -691,8 +719,8 @@ fn resolve_one(kind: Kind, value: &mut Value, at: &str, spans: &SpanIndex) -> Ch
         let Some(mut checked) = checked else { continue };
         if p.ty == crate::params::Ty::Path {
             if let crate::params::Value::Str(s) = &checked {
-                match expand(s) {
-                    Ok(expanded) if expanded.exists() => checked = crate::params::Value::Str(absolute(&expanded).display().to_string()),
+                match file_path(s, spans.value(&path)) {
+                    Ok(expanded) if expanded.exists() => checked = crate::params::Value::Str(expanded.display().to_string()),
                     Ok(expanded) => {
                         errors.push(Diagnostic { span: spans.value(&path).cloned(), path, message: format!("{} does not exist", expanded.display()) });
                         continue;
@@ -719,6 +747,56 @@ fn resolve_one(kind: Kind, value: &mut Value, at: &str, spans: &SpanIndex) -> Ch
     outer.insert(Value::String(name), if resolved.is_empty() { Value::Null } else { Value::Mapping(resolved) });
     *value = Value::Mapping(outer);
     Ok((PluginUse { entry, params, at: at.to_string() }, groups))
+}
+
+/// The image decoding rules are set in two places: `data.background` / `data.exif` (what `rifle predict`
+/// uses) and a file dataset's own `background` / `exif` parameters (what training uses). They must agree:
+/// whichever was changed from its default is copied to the other; changed differently in both, an error.
+fn share_decode_rules(pipeline: &mut Pipeline, dataset: &mut PluginUse, spans: &SpanIndex) -> Checked<()> {
+    use crate::params::Value as P;
+    let data_background = P::List(pipeline.data.background.iter().map(|&c| P::Int(c.into())).collect());
+    let data_exif = P::Str(if pipeline.data.exif == ExifPolicy::Ignore { "ignore" } else { "apply" }.into());
+    let defaults = Data::default();
+    let mut errors = Vec::new();
+    for (name, data_value, data_is_default) in
+        [("background", data_background, pipeline.data.background == defaults.background), ("exif", data_exif, pipeline.data.exif == defaults.exif)]
+    {
+        let Some(param) = dataset.entry.spec.params.iter().find(|p| p.name == name) else { continue };
+        let Some(own) = dataset.params.values.get(name).cloned() else { continue };
+        if own == data_value {
+            continue;
+        }
+        let at = child(&child("dataset", dataset.name()), name);
+        if Some(&own) == param.default_value().as_ref() {
+            dataset.params.values.insert(name.into(), data_value.clone());
+            if let Some(slot) = pipeline.dataset.get_mut(dataset.name()).and_then(|m| m.get_mut(name)) {
+                *slot = data_value.to_yaml();
+            }
+        } else if data_is_default {
+            match name {
+                "exif" => pipeline.data.exif = if own == P::Str("ignore".into()) { ExifPolicy::Ignore } else { ExifPolicy::Apply },
+                _ => match &own {
+                    P::List(items) if items.len() == 3 && items.iter().all(|v| v.as_f64().is_some_and(|x| (0.0..=255.0).contains(&x))) => {
+                        for (slot, v) in pipeline.data.background.iter_mut().zip(items) {
+                            *slot = v.as_f64().map_or(0, |x| x as u8);
+                        }
+                    }
+                    _ => errors.push(Diagnostic { span: spans.value(&at).cloned(), path: at, message: "expected three values in 0..=255".into() }),
+                },
+            }
+        } else {
+            errors.push(Diagnostic {
+                span: spans.value(&at).cloned(),
+                path: at,
+                message: format!("`{own}` contradicts data.{name} `{data_value}`; set it in one place"),
+            });
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(PipelineError(errors))
+    }
 }
 
 /// Expands `~/` and `${VAR}` / `$VAR` in a path. `RIFLE_CACHE` defaults to `~/.cache/rifle`.
@@ -756,11 +834,22 @@ fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
+/// A path written in a pipeline, expanded and made absolute: a relative path is relative to the folder of
+/// the file that wrote it (so a pipeline means the same files from any working directory), or to the
+/// working directory when it came from `--set`.
+fn file_path(text: &str, written: Option<&Span>) -> Result<PathBuf, String> {
+    let path = expand(text)?;
+    Ok(match written {
+        Some(Span::File { file, .. }) if path.is_relative() => absolute(&file.parent().unwrap_or(Path::new(".")).join(path)),
+        _ => absolute(&path),
+    })
+}
+
 fn expand_paths(pipeline: &mut Pipeline, spans: &SpanIndex) -> Checked<()> {
     let mut errors = Vec::new();
     if let Some(w) = &mut pipeline.weights {
-        match expand(&w.path) {
-            Ok(p) if p.exists() => w.path = absolute(&p).display().to_string(),
+        match file_path(&w.path, spans.value("weights.path")) {
+            Ok(p) if p.exists() => w.path = p.display().to_string(),
             Ok(p) => errors.push(Diagnostic { span: spans.value("weights.path").cloned(), path: "weights.path".into(), message: format!("{} does not exist", p.display()) }),
             Err(e) => errors.push(Diagnostic { span: spans.value("weights.path").cloned(), path: "weights.path".into(), message: e }),
         }

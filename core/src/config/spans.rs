@@ -32,9 +32,19 @@ pub struct Entry {
     pub value: Span,
 }
 
+/// A key written twice in one mapping: its path, where it first appears and where again.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Duplicate {
+    pub path: String,
+    pub first: Span,
+    pub again: Span,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct SpanIndex {
     entries: BTreeMap<String, Entry>,
+    /// Keys written twice in one mapping (YAML forbids it; merged keys are not duplicates).
+    pub duplicates: Vec<Duplicate>,
 }
 
 pub fn child(path: &str, key: &str) -> String {
@@ -81,7 +91,12 @@ impl SpanIndex {
         self.entries.insert(path, entry);
     }
 
-    /// Overlays `other` (a file that extends this one, or `--set`): its paths win.
+    /// Forgets the spans of everything below `path` (a `--set` replaced that subtree).
+    pub fn remove_below(&mut self, path: &str) {
+        self.entries.retain(|p, _| !(p.starts_with(&format!("{path}.")) || p.starts_with(&format!("{path}["))));
+    }
+
+    /// Overlays `other` (a file that extends this one): its paths win.
     pub fn overlay(&mut self, other: SpanIndex) {
         self.entries.extend(other.entries);
     }
@@ -122,7 +137,8 @@ fn parent(path: &str) -> Option<&str> {
 }
 
 enum Frame {
-    Map { path: String, key: Option<(String, Marker)>, anchor: usize, merge: bool },
+    /// `keys`: the keys seen so far with their marks; `start`: where the parser marked the mapping.
+    Map { path: String, key: Option<(String, Marker)>, anchor: usize, merge: bool, keys: BTreeMap<String, Marker>, start: Marker },
     Seq { path: String, next: usize, anchor: usize, merge: bool },
 }
 
@@ -165,6 +181,26 @@ impl Builder {
         }
     }
 
+    /// A mapping key: remembered for the value that follows, checked for duplicates. The parser marks a
+    /// block mapping at its first key's `:`; the mapping's span is moved back to the key itself.
+    fn key(&mut self, value: String, mark: Marker) {
+        let file = self.file.clone();
+        let span = |m: Marker| Span::File { file: file.clone(), line: m.line(), column: m.col() + 1 };
+        let Some(Frame::Map { path, key, merge, keys, start, .. }) = self.stack.last_mut() else { return };
+        if keys.is_empty() && !*merge && (mark.line(), mark.col()) < (start.line(), start.col()) {
+            if let Some(e) = self.index.entries.get_mut(path.as_str()) {
+                e.value = span(mark);
+            }
+        }
+        if value != "<<" {
+            if let Some(first) = keys.get(&value) {
+                self.index.duplicates.push(Duplicate { path: child(path, &value), first: span(*first), again: span(mark) });
+            }
+            keys.insert(value.clone(), mark);
+        }
+        *key = Some((value, mark));
+    }
+
     fn record(&mut self, path: &str, entry: Entry, merged: bool) {
         if merged && self.index.entries.contains_key(path) {
             return; // explicit keys win over merged ones
@@ -187,12 +223,7 @@ impl MarkedEventReceiver for Builder {
     fn on_event(&mut self, event: Event, mark: Marker) {
         let is_key = matches!(self.stack.last(), Some(Frame::Map { key: None, .. }));
         match event {
-            Event::Scalar(value, _, anchor, _) if is_key => {
-                if let Some(Frame::Map { key, .. }) = self.stack.last_mut() {
-                    *key = Some((value, mark));
-                }
-                let _ = anchor;
-            }
+            Event::Scalar(value, ..) if is_key => self.key(value, mark),
             Event::Scalar(_, _, anchor, _) => {
                 let Some((path, key, merged)) = self.place().or(Some((String::new(), None, false))) else { return };
                 let value = self.span(mark);
@@ -219,7 +250,7 @@ impl MarkedEventReceiver for Builder {
                     self.record(&path, Entry { key, value }, false);
                 }
                 self.stack.push(if matches!(event, Event::MappingStart(..)) {
-                    Frame::Map { path, key: None, anchor, merge: merged }
+                    Frame::Map { path, key: None, anchor, merge: merged, keys: BTreeMap::new(), start: mark }
                 } else {
                     Frame::Seq { path, next: 0, anchor, merge: merged }
                 });

@@ -3,9 +3,11 @@
 //!   (v8 = round(v16 / 257));
 //! - alpha (gray+alpha, RGBA, palette with transparency) is composited over `background`:
 //!   c = round(α·c + (1 − α)·background), α = a / max;
-//! - CMYK and YCCK JPEGs are converted to RGB by the JPEG decoder;
+//! - CMYK and YCCK JPEGs (Adobe's inverted convention) are converted without colour management:
+//!   R = (255 − C)(255 − K)/255, likewise G from M and B from Y, with C, M, Y, K the ink amounts;
 //! - EXIF orientation is applied (`exif: apply`, the default, as a photo viewer shows the image) or ignored;
-//! - an unreadable, truncated, zero-byte or non-image file is an error that names the file.
+//! - an unreadable, truncated, zero-byte or non-image file is an error that names the file. A JPEG must
+//!   reach its end-of-image marker: the decoder would fill a cut-off file's missing rows with gray.
 use anyhow::{anyhow, bail, Context, Result};
 use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
 use std::path::Path;
@@ -40,8 +42,12 @@ pub fn decode_bytes(bytes: &[u8], rules: &DecodeRules) -> Result<RgbImage> {
         bail!("the file is empty (0 bytes)");
     }
     let reader = ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format()?;
-    if reader.format().is_none() {
-        bail!("not an image in a known format");
+    match reader.format() {
+        None => bail!("not an image in a known format"),
+        Some(image::ImageFormat::Jpeg) if !jpeg_is_complete(bytes) => {
+            bail!("the JPEG is truncated: its data ends before the end-of-image marker")
+        }
+        Some(_) => {}
     }
     let mut decoder = reader.into_decoder().map_err(|e| anyhow!("{e}"))?;
     let orientation = decoder.orientation().ok();
@@ -80,6 +86,36 @@ pub fn to_rgb(image: DynamicImage, background: [u8; 3]) -> RgbImage {
         let mix = |c: u16, bg: f32| (alpha * (f32::from(c) / 257.0) + (1.0 - alpha) * bg).round().clamp(0.0, 255.0) as u8;
         image::Rgb([mix(r, bg[0]), mix(g, bg[1]), mix(b, bg[2])])
     })
+}
+
+/// Whether a JPEG's marker structure reaches its end-of-image marker (EOI). Segments are skipped by their
+/// lengths (so an EXIF thumbnail's own markers do not count) and entropy-coded data up to the next marker
+/// that is not a stuffed byte, a restart or fill; bytes between segments are skipped as decoders do.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let at = |i: usize| bytes.get(i).copied();
+    let mut i = 2; // after SOI
+    loop {
+        match (at(i), at(i + 1)) {
+            (Some(0xFF), Some(0xD9)) => return true,
+            (Some(0xFF), Some(0xFF)) => i += 1,
+            (Some(0xFF), Some(0x01 | 0xD0..=0xD7)) => i += 2,
+            (Some(0xFF), Some(marker)) => {
+                let (Some(hi), Some(lo)) = (at(i + 2), at(i + 3)) else { return false };
+                i += 2 + usize::from(u16::from_be_bytes([hi, lo]));
+                if marker == 0xDA {
+                    // Entropy-coded data: 0xFF appears only as FF 00, a restart marker, or fill.
+                    while !(at(i) == Some(0xFF) && at(i + 1).is_some_and(|m| !matches!(m, 0x00 | 0xD0..=0xD7 | 0xFF))) {
+                        if at(i + 1).is_none() {
+                            return false;
+                        }
+                        i += 1;
+                    }
+                }
+            }
+            (Some(_), Some(_)) => i += 1,
+            _ => return false,
+        }
+    }
 }
 
 /// 16-bit to 8-bit with rounding: round(v / 257).

@@ -33,6 +33,9 @@ impl Samples for FileSamples {
     fn describe(&self, index: usize) -> String {
         self.files.get(index).map(|(p, _)| p.display().to_string()).unwrap_or_default()
     }
+    fn class_of(&self, index: usize) -> Option<usize> {
+        self.files.get(index).map(|(_, class)| *class)
+    }
 }
 
 pub fn is_hidden(name: &str) -> bool {

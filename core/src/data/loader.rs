@@ -6,7 +6,6 @@ use crate::plugin::{Augment, Samples};
 use anyhow::{anyhow, bail, Result};
 use crossbeam_channel::{bounded, Receiver};
 use rand::seq::SliceRandom;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use tch::{Kind, Tensor};
@@ -15,6 +14,9 @@ use tch::{Kind, Tensor};
 pub struct HostBatch {
     pub inputs: Tensor,
     pub targets: Tensor,
+    /// Samples of this batch left out as unreadable (`on_bad_image: skip`). Counted per batch, not by the
+    /// workers, so that the count does not depend on how far they have read ahead when a run stops.
+    pub skipped: usize,
 }
 
 #[derive(Clone)]
@@ -28,18 +30,30 @@ pub struct LoaderConfig {
     pub seed: u64,
     pub on_bad_image: OnBadImage,
     pub normalize: Normalize,
+    /// The head's class count: a class label outside `0..classes` is an error naming the sample.
+    pub classes: Option<usize>,
 }
 
 pub struct Loader {
     samples: Arc<dyn Samples>,
     augments: Arc<Vec<Box<dyn Augment>>>,
     config: LoaderConfig,
-    skipped: Arc<AtomicUsize>,
 }
 
 impl Loader {
     pub fn new(samples: Arc<dyn Samples>, augments: Vec<Box<dyn Augment>>, config: LoaderConfig) -> Loader {
-        Loader { samples, augments: Arc::new(augments), config, skipped: Arc::default() }
+        Loader { samples, augments: Arc::new(augments), config }
+    }
+
+    /// Checks every label the split knows without decoding against the head's class count.
+    pub fn check_classes(&self) -> Result<()> {
+        let Some(classes) = self.config.classes else { return Ok(()) };
+        for index in 0..self.samples.len() {
+            if let Some(class) = self.samples.class_of(index) {
+                check_class(class, classes, || self.samples.describe(index))?;
+            }
+        }
+        Ok(())
     }
 
     pub fn len(&self) -> usize {
@@ -57,11 +71,6 @@ impl Loader {
         } else {
             n.div_ceil(b)
         }
-    }
-
-    /// Images skipped as unreadable since the last call (`on_bad_image: skip`).
-    pub fn take_skipped(&self) -> usize {
-        self.skipped.swap(0, Ordering::Relaxed)
     }
 
     /// The sample order of an epoch.
@@ -86,7 +95,6 @@ impl Loader {
                 samples: self.samples.clone(),
                 augments: self.augments.clone(),
                 config: self.config.clone(),
-                skipped: self.skipped.clone(),
                 order: order.clone(),
                 epoch,
             };
@@ -107,7 +115,6 @@ struct Job {
     samples: Arc<dyn Samples>,
     augments: Arc<Vec<Box<dyn Augment>>>,
     config: LoaderConfig,
-    skipped: Arc<AtomicUsize>,
     order: Arc<Vec<usize>>,
     epoch: usize,
 }
@@ -121,12 +128,13 @@ impl Job {
         let mut classes: Vec<i64> = Vec::new();
         let mut values: Vec<f32> = Vec::new();
         let mut count = 0i64;
+        let mut skipped = 0;
         for &index in indices {
             let sample = match self.samples.load(index) {
                 Ok(s) => s,
                 Err(e) if self.config.on_bad_image == OnBadImage::Skip => {
                     tracing::warn!("skipping unreadable sample: {e:#}");
-                    self.skipped.fetch_add(1, Ordering::Relaxed);
+                    skipped += 1;
                     continue;
                 }
                 Err(e) => return Err(e.context("set `data.on_bad_image: skip` to leave unreadable images out")),
@@ -156,14 +164,23 @@ impl Job {
                 _ => {}
             }
             match sample.target {
-                Target::Class(c) => classes.push(c as i64),
+                Target::Class(c) => {
+                    if let Some(n) = self.config.classes {
+                        check_class(c, n, || self.samples.describe(index))?;
+                    }
+                    classes.push(c as i64)
+                }
                 Target::Values(v) => values.extend_from_slice(&v),
             }
             count += 1;
         }
         let Some(mut shape) = shape else {
             // every sample of this batch was unreadable and skipped
-            return Ok(HostBatch { inputs: Tensor::zeros([0], (Kind::Float, tch::Device::Cpu)), targets: Tensor::zeros([0], (Kind::Int64, tch::Device::Cpu)) });
+            return Ok(HostBatch {
+                inputs: Tensor::zeros([0], (Kind::Float, tch::Device::Cpu)),
+                targets: Tensor::zeros([0], (Kind::Int64, tch::Device::Cpu)),
+                skipped,
+            });
         };
         shape.insert(0, count);
         let inputs = Tensor::from_slice(&inputs).view(shape.as_slice());
@@ -172,8 +189,16 @@ impl Job {
         } else {
             Tensor::from_slice(&values).view([count, -1])
         };
-        Ok(HostBatch { inputs, targets })
+        Ok(HostBatch { inputs, targets, skipped })
     }
+}
+
+/// A class label must index one of the head's outputs; cross-entropy would otherwise fail deep in libtorch.
+fn check_class(class: usize, classes: usize, sample: impl FnOnce() -> String) -> Result<()> {
+    if class >= classes {
+        bail!("{}: label {class} is out of range: the head has {classes} classes (labels 0..={})", sample(), classes.saturating_sub(1));
+    }
+    Ok(())
 }
 
 /// The batches of one epoch, in order.
