@@ -26,7 +26,7 @@ fn net(classes: usize) -> Net {
 }
 
 fn weights(path: &Path) -> Weights {
-    Weights { path: path.display().to_string(), strip_prefix: vec!["module.".into()] }
+    Weights { path: path.display().to_string(), strip_prefix: vec!["module.".into()], exclude: vec![] }
 }
 
 fn v(i: i64) -> f64 {
@@ -98,6 +98,20 @@ fn a_plain_legacy_state_dict_inside_a_wrapper_loads_with_its_head() {
 }
 
 #[test]
+fn excluded_tensors_keep_their_initialisation_even_when_the_file_fits() {
+    // The 5-class head fits a 5-class model, but `exclude: [fc.]` asks for a new last layer (transfer).
+    let mut net = net(5);
+    let fresh = net.tensor("fc.weight").unwrap().copy();
+    let mut w = weights(&fixture("plain_legacy.pth"));
+    w.exclude = vec!["fc.".into()];
+    let report = load(&mut net, &w).unwrap();
+    assert_eq!(report.excluded, ["fc.bias", "fc.weight"]);
+    assert_eq!(report.loaded, BODY);
+    assert_body_loaded(&net);
+    assert!(net.tensor("fc.weight").unwrap().equal(&fresh), "the excluded head was overwritten");
+}
+
+#[test]
 fn half_precision_files_are_upcast_and_the_model_stays_f32() {
     for file in ["fp16.pth", "bf16_legacy.pth"] {
         let mut net = net(3);
@@ -121,7 +135,7 @@ fn half_precision_files_are_upcast_and_the_model_stays_f32() {
 }
 
 fn error(path: &Path, prefixes: &[&str]) -> String {
-    let w = Weights { path: path.display().to_string(), strip_prefix: prefixes.iter().map(|s| s.to_string()).collect() };
+    let w = Weights { path: path.display().to_string(), strip_prefix: prefixes.iter().map(|s| s.to_string()).collect(), exclude: vec![] };
     match load(&mut net(3), &w) {
         Ok(report) => panic!("{} loaded: {report:?}", path.display()),
         Err(e) => format!("{e:#}"),
@@ -145,7 +159,7 @@ fn a_file_that_matches_nothing_is_an_error_listing_the_keys_on_both_sides() {
     let conv = Tensor::zeros([4, 3, 7, 7], (Kind::Float, Device::Cpu));
     rifle_core::tensorfile::write(&wrapped, &[("model.backbone.conv1.weight".into(), conv)], &BTreeMap::new()).unwrap();
     assert!(error(&wrapped, &["module."]).contains("The file has keys like [model.backbone.conv1.weight]"));
-    let w = Weights { path: wrapped.display().to_string(), strip_prefix: vec!["model.".into(), "backbone.".into()] };
+    let w = Weights { path: wrapped.display().to_string(), strip_prefix: vec!["model.".into(), "backbone.".into()], exclude: vec![] };
     assert_eq!(load(&mut net(3), &w).unwrap().loaded, ["conv1.weight"]);
 }
 
