@@ -7,7 +7,7 @@ use crate::data::Task;
 use crate::metrics::{EpochLine, MetricsLog};
 use crate::model::Net;
 use crate::optim::{Algorithm, Group, Optimizer};
-use crate::plugin::{Batch, Ctx, Hooks, Perturb, Progress, Record, Regularizer, Scheduler, Split, Strategy};
+use crate::plugin::{Batch, Ctx, Hooks, InputKind, Perturb, Progress, Record, Regularizer, Scheduler, Split, Strategy};
 use crate::registry::{guard, Built};
 use anyhow::{anyhow, bail, Context, Result};
 use std::cell::RefCell;
@@ -164,6 +164,20 @@ impl Trainer {
         );
 
         let Built::Backbone(backbone) = plugins.backbone.build()? else { bail!("backbone: not a backbone plugin") };
+        // The first training sample says what the dataset gives (an unreadable one is reported later).
+        if let Ok(sample) = train.samples().load(0) {
+            let given = match &sample.input {
+                crate::data::Input::Image(_) => InputKind::Image,
+                crate::data::Input::Vector(v) => InputKind::Vector(v.len() as i64),
+            };
+            anyhow::ensure!(
+                given == backbone.input(),
+                "dataset `{}` gives {given} but backbone `{}` takes {}",
+                plugins.dataset.name(),
+                plugins.backbone.name(),
+                backbone.input()
+            );
+        }
         let mut net = Net::build(backbone.as_ref(), task.outputs(), device)?;
         if let Some(w) = &p.weights {
             crate::weights::load(&mut net, w)?;

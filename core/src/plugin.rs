@@ -175,9 +175,30 @@ pub struct Stage {
     pub probe_param: String,
 }
 
+/// What a network takes as input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputKind {
+    /// RGB images, 3×H×W, of any size the network can pool.
+    Image,
+    /// Feature vectors of this length.
+    Vector(i64),
+}
+
+impl std::fmt::Display for InputKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            InputKind::Image => f.write_str("images"),
+            InputKind::Vector(n) => write!(f, "vectors of {n} values"),
+        }
+    }
+}
+
 /// Builds a network body under a VarStore path.
 pub trait Backbone: Send {
     fn build(&self, root: &nn::Path) -> Result<Box<dyn Network>>;
+    fn input(&self) -> InputKind {
+        InputKind::Image
+    }
     /// The head's parameter-name prefix (torchvision ResNet: `fc`) and whether it has a bias.
     fn head(&self) -> (&str, bool) {
         ("fc", true)

@@ -2,7 +2,7 @@
 //! W1 the `hidden` layer; the engine's head is the second layer `out`. No biases by default, as the oracles
 //! h(X) = W2ᵀ ReLU(W1ᵀ X) have none.
 use crate::params::{Param, Params};
-use crate::plugin::{Backbone, Network, Perturb, Stage};
+use crate::plugin::{Backbone, InputKind, Network, Perturb, Stage};
 use crate::registry::{Built, Kind};
 use anyhow::Result;
 use tch::{nn, Tensor};
@@ -45,6 +45,9 @@ impl Backbone for MlpConfig {
     }
     fn head(&self) -> (&str, bool) {
         ("out", self.bias)
+    }
+    fn input(&self) -> InputKind {
+        InputKind::Vector(self.inputs)
     }
 }
 

@@ -5,9 +5,14 @@ use rifle_tests::{build_plugin, rifle_bin, root};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The Table 1 / Table 2 pipelines: every `.yaml` under pipelines/paper except sweeps and the MLP-oracle
+/// study (tests/tests/mlp_study.rs runs that one).
 fn files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
+        if path.ends_with("mlp") || path.to_string_lossy().ends_with(".sweep.yaml") {
+            continue;
+        }
         if path.is_dir() {
             files(&path, out);
         } else if path.extension().is_some_and(|e| e == "yaml") {

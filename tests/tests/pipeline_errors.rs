@@ -75,7 +75,7 @@ fn unknown_keys_list_the_valid_ones_and_suggest_the_closest() {
 
     // A plugin name is checked like a key.
     let e = error(&BASE.replace("  resnet: {", "  resnett: {"), &[]);
-    assert_eq!(e, "p.yaml:4:3: backbone: unknown backbone plugin `resnett`; did you mean `resnet`? backbone plugins are: resnet");
+    assert_eq!(e, "p.yaml:4:3: backbone: unknown backbone plugin `resnett`; did you mean `resnet`? backbone plugins are: mlp, resnet");
 }
 
 #[test]

@@ -61,7 +61,11 @@ fn exercise(built: Built, what: &str) {
         Built::Backbone(b) => {
             let vs = tch::nn::VarStore::new(tch::Device::Cpu);
             let net = b.build(&vs.root()).unwrap_or_else(|e| panic!("{what}: {e:#}"));
-            let x = tch::Tensor::zeros([2, 3, 32, 32], (tch::Kind::Float, tch::Device::Cpu));
+            let shape: Vec<i64> = match b.input() {
+                rifle_core::plugin::InputKind::Image => vec![2, 3, 32, 32],
+                rifle_core::plugin::InputKind::Vector(n) => vec![2, n],
+            };
+            let x = tch::Tensor::zeros(shape.as_slice(), (tch::Kind::Float, tch::Device::Cpu));
             let y = net.features(&x, false, &NoPerturb);
             assert_eq!(y.size(), [2, net.feature_dim()], "{what}: features have the wrong shape");
         }

@@ -60,6 +60,10 @@ impl Loader {
         self.samples.len()
     }
 
+    pub fn samples(&self) -> &Arc<dyn Samples> {
+        &self.samples
+    }
+
     pub fn is_empty(&self) -> bool {
         self.samples.is_empty()
     }
