@@ -6,9 +6,14 @@
 use rifle_tests::{args, assert_same_tensors, exit_code, metrics_without_timings, mock_pipeline, plugin_lib, rifle, set_args, stderr, tensors};
 use std::path::{Path, PathBuf};
 
-/// Strategies that draw random numbers, active in the second half of the run. Add the paper's methods here
-/// as they land (e.g. `rifle: {...}`) so the test covers their state too.
-const RANDOM_STRATEGIES: &[&str] = &["reinit_head: {epochs: [2, 3]}", "feature_noise: {std: 0.2}"];
+/// Strategies that draw random numbers, active in the second half of the run: RIFLE (re-initialising at epochs 1, 2 and 3: two of them in the resumed half), dropout (fresh masks every
+/// step) and two test strategies that draw at epoch starts and in every forward pass.
+const RANDOM_STRATEGIES: &[&str] = &[
+    "rifle: {reinits: 3, unit: epoch}",
+    "dropout: {p: 0.2}",
+    "reinit_head: {epochs: [2, 3]}",
+    "feature_noise: {std: 0.2}",
+];
 
 /// Runs 4 epochs (4 steps each) in `dir/name`; `signal_at` says when the process gets SIGINT (`{}`: never).
 /// A stopped run is continued by a new process. Returns the run directory.
@@ -35,7 +40,8 @@ fn a_resumed_run_ends_exactly_where_a_straight_one_does() {
     let dir = tempfile::tempdir().unwrap();
     let straight = run(dir.path(), "straight", "{}");
     let lines = metrics_without_timings(&straight);
-    assert_eq!(lines.len(), 8);
+    // 4 epochs × (train, test) lines, and one record per RIFLE re-initialisation
+    assert_eq!(lines.len(), 8 + 3);
     for (name, signal_at, (epoch, step)) in [("epoch_boundary", "{epoch_end: 1}", (2, 8)), ("mid_epoch", "{step: 9}", (2, 10)), ("before_evaluation", "{step: 7}", (1, 8))] {
         let resumed = run(dir.path(), name, signal_at);
         let log = std::fs::read_to_string(resumed.join("log.txt")).unwrap();
