@@ -66,6 +66,9 @@ pub enum Command {
         /// The label that makes the table columns.
         #[arg(long, default_value = "method")]
         cols: String,
+        /// One set of tables per value of this label (e.g. `regularizer` for the paper's L2 / L2-SP blocks).
+        #[arg(long)]
+        group: Option<String>,
         /// Published values to print under the tables (YAML: {name, tables: {final|best|probe.value: {column: value}}}).
         #[arg(long)]
         reference: Option<PathBuf>,
@@ -119,10 +122,10 @@ pub fn main(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Sweep { file } => crate::sweep::main(&file),
-        Command::Report { dirs, out, rows, cols, reference } => {
+        Command::Report { dirs, out, rows, cols, group, reference } => {
             let Some(first) = dirs.first() else { bail!("give at least one run or sweep directory") };
             let out = out.unwrap_or_else(|| first.clone());
-            print!("{}", crate::report::write(&dirs, &out, &rows, &cols, reference.as_deref())?);
+            print!("{}", crate::report::write(&dirs, &out, &crate::report::Layout { rows: &rows, cols: &cols, group: group.as_deref() }, reference.as_deref())?);
             eprintln!("report written to {}", out.display());
             Ok(0)
         }

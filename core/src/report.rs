@@ -165,10 +165,10 @@ impl Table {
         out
     }
 
-    pub fn csv(&self, w: &mut csv::Writer<Vec<u8>>) -> Result<()> {
+    pub fn csv(&self, group: &str, w: &mut csv::Writer<Vec<u8>>) -> Result<()> {
         for ((r, c), v) in &self.cells {
             let (m, s, n) = mean_std(v);
-            w.write_record([self.key.as_str(), r, c, &m.to_string(), &s.to_string(), &n.to_string()])?;
+            w.write_record([self.key.as_str(), group, r, c, &m.to_string(), &s.to_string(), &n.to_string()])?;
         }
         Ok(())
     }
@@ -187,32 +187,25 @@ pub struct Reference {
 }
 
 /// Writes report.md, report.csv and the PNG figures into `out`; returns the markdown.
-pub fn write(paths: &[PathBuf], out: &Path, row: &str, col: &str, reference: Option<&Path>) -> Result<String> {
+/// How `rifle report` lays out its tables.
+pub struct Layout<'a> {
+    pub rows: &'a str,
+    pub cols: &'a str,
+    /// One set of tables per value of this label (the paper's L2 and L2-SP blocks).
+    pub group: Option<&'a str>,
+}
+
+pub fn write(paths: &[PathBuf], out: &Path, layout: &Layout, reference: Option<&Path>) -> Result<String> {
     let reference: Option<Reference> = reference
         .map(|p| -> Result<Reference> {
             let text = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
             serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
         })
         .transpose()?;
+    let (row, col) = (layout.rows, layout.cols);
     let all = collect(paths)?;
     let runs: Vec<&RunResult> = all.iter().filter(|r| r.finished()).collect();
     let unfinished = all.len() - runs.len();
-    let regression = runs.iter().any(|r| r.regression());
-    let (what, precision) = if regression { ("test MSE", 0) } else { ("test top-1 (%)", 2) };
-    let mut tables = vec![
-        Table::build("final", format!("Final epoch: {what}, mean ± std (runs)"), &runs, row, col, RunResult::final_value),
-        Table::build("best", format!("Best epoch: {what}, mean ± std (runs)"), &runs, row, col, RunResult::best_value),
-    ];
-    let mut probe_keys: Vec<(String, String)> = runs
-        .iter()
-        .flat_map(|r| r.records.iter().filter(|rec| r.probes.contains(&rec.probe)).flat_map(|rec| rec.values.keys().map(|k| (rec.probe.clone(), k.clone()))))
-        .collect();
-    probe_keys.sort();
-    probe_keys.dedup();
-    for (probe, key) in probe_keys.iter().filter(|(p, _)| p != "grad_norm") {
-        let last = |r: &RunResult| r.records.iter().rev().find(|rec| &rec.probe == probe).and_then(|rec| rec.values.get(key).copied());
-        tables.push(Table::build(&format!("{probe}.{key}"), format!("Probe `{probe}`: `{key}` at the end of training, mean ± std (runs)"), &runs, row, col, last));
-    }
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut md = format!("## Report: {} finished runs", runs.len());
     if unfinished > 0 {
@@ -220,12 +213,26 @@ pub fn write(paths: &[PathBuf], out: &Path, row: &str, col: &str, reference: Opt
     }
     md.push_str(&format!("\n\nRows: `{row}`; columns: `{col}`; cells aggregate the other labels (seeds).\n\n"));
     let mut csv = csv::Writer::from_writer(Vec::new());
-    csv.write_record(["table", row, col, "mean", "std", "n"])?;
-    for (i, t) in tables.iter().enumerate() {
-        let published = reference.as_ref().and_then(|r| r.tables.get(&t.key).map(|v| (r.name.clone(), v.clone())));
-        md.push_str(&t.markdown(&format!("{row} \\ {col}"), if i < 2 { precision } else { 4 }, published.as_ref()));
-        md.push('\n');
-        t.csv(&mut csv)?;
+    csv.write_record(["table", layout.group.unwrap_or("group"), row, col, "mean", "std", "n"])?;
+    let mut groups: Vec<String> = Vec::new();
+    for r in &runs {
+        let g = layout.group.map(|axis| label(r, axis)).unwrap_or_default();
+        if !groups.contains(&g) {
+            groups.push(g);
+        }
+    }
+    for g in &groups {
+        let members: Vec<&RunResult> = runs.iter().copied().filter(|r| layout.group.is_none_or(|axis| &label(r, axis) == g)).collect();
+        if let Some(axis) = layout.group {
+            md.push_str(&format!("## {axis} = {g}\n\n"));
+        }
+        for (i, t) in tables(&members, row, col).iter().enumerate() {
+            let precision = if i >= 2 { 4 } else if members.iter().any(|r| r.regression()) { 0 } else { 2 };
+            let published = reference.as_ref().and_then(|r| r.tables.get(&t.key).map(|v| (r.name.clone(), v.clone())));
+            md.push_str(&t.markdown(&format!("{row} \\ {col}"), precision, published.as_ref()));
+            md.push('\n');
+            t.csv(g, &mut csv)?;
+        }
     }
     let figures = plot_all(&runs, row, col, out)?;
     if !figures.is_empty() {
@@ -237,6 +244,26 @@ pub fn write(paths: &[PathBuf], out: &Path, row: &str, col: &str, reference: Opt
     crate::tensorfile::write_atomic(&out.join("report.md"), md.as_bytes())?;
     crate::tensorfile::write_atomic(&out.join("report.csv"), &csv.into_inner()?)?;
     Ok(md)
+}
+
+/// The final-epoch and best-epoch tables, then one per value the pipelines' probes record.
+fn tables(runs: &[&RunResult], row: &str, col: &str) -> Vec<Table> {
+    let what = if runs.iter().any(|r| r.regression()) { "test MSE" } else { "test top-1 (%)" };
+    let mut tables = vec![
+        Table::build("final", format!("Final epoch: {what}, mean ± std (runs)"), runs, row, col, RunResult::final_value),
+        Table::build("best", format!("Best epoch: {what}, mean ± std (runs)"), runs, row, col, RunResult::best_value),
+    ];
+    let mut probe_keys: Vec<(String, String)> = runs
+        .iter()
+        .flat_map(|r| r.records.iter().filter(|rec| r.probes.contains(&rec.probe)).flat_map(|rec| rec.values.keys().map(|k| (rec.probe.clone(), k.clone()))))
+        .collect();
+    probe_keys.sort();
+    probe_keys.dedup();
+    for (probe, key) in probe_keys.iter().filter(|(p, _)| p != "grad_norm") {
+        let last = |r: &RunResult| r.records.iter().rev().find(|rec| &rec.probe == probe).and_then(|rec| rec.values.get(key).copied());
+        tables.push(Table::build(&format!("{probe}.{key}"), format!("Probe `{probe}`: `{key}` at the end of training, mean ± std (runs)"), runs, row, col, last));
+    }
+    tables
 }
 
 static FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");

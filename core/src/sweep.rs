@@ -18,7 +18,9 @@
 //! set:                          # overrides for every run
 //!   output.checkpoint_every: 5
 //! ```
-//! Strings in values and in `set` may name axes' labels as `{axis}` (e.g. a teacher checkpoint per seed).
+//! Strings in values, in `set` and in `base` may name axes' labels as `{axis}` (e.g. a teacher checkpoint
+//! per seed, or `base: "{regularizer}/{method}.yaml"` to pick one pipeline file per run). An axis without a
+//! key may also list bare labels, for use in such placeholders.
 use crate::config::{self, deep_merge};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -88,6 +90,8 @@ pub struct RunSpec {
     /// `method=rifle,seed=0`: the run directory's name.
     pub name: String,
     pub labels: BTreeMap<String, String>,
+    /// The pipeline this run extends (the sweep's `base` with `{axis}` labels filled in).
+    pub base: PathBuf,
     /// Deep-merged into the base pipeline.
     pub merge: Value,
     /// `KEY=VALUE` overrides.
@@ -97,7 +101,6 @@ pub struct RunSpec {
 /// A sweep file, expanded.
 pub struct Sweep {
     pub file: PathBuf,
-    pub base: PathBuf,
     pub out: PathBuf,
     pub jobs: usize,
     pub runs: Vec<RunSpec>,
@@ -133,8 +136,6 @@ pub fn load(file: &Path) -> Result<Sweep> {
     anyhow::ensure!(spec.jobs >= 1, "{}: jobs must be at least 1", file.display());
     anyhow::ensure!(!spec.axes.is_empty(), "{}: a sweep needs at least one axis", file.display());
     let dir = file.parent().unwrap_or(Path::new("."));
-    let base = dir.join(&spec.base);
-    anyhow::ensure!(base.exists(), "{}: base pipeline {} does not exist", file.display(), base.display());
     let name = if spec.name.is_empty() { file.file_stem().map(|s| s.to_string_lossy().replace(".sweep", "")).unwrap_or_default() } else { spec.name.clone() };
     let out = PathBuf::from(spec.out.clone().unwrap_or_else(|| format!("runs/{name}")));
 
@@ -146,6 +147,8 @@ pub fn load(file: &Path) -> Result<Sweep> {
                 .iter()
                 .map(|v| Ok((label_of(v), Value::Null, keys.list().into_iter().map(|k| assignment(k, v)).collect::<Result<Vec<_>>>()?)))
                 .collect::<Result<Vec<_>>>()?,
+            // labels alone: the values only name runs (used in `base` or `set` as `{axis}`)
+            (None, Value::Sequence(items)) => items.iter().map(|v| Ok((label_of(v), Value::Null, vec![]))).collect::<Result<Vec<_>>>()?,
             (None, Value::Mapping(m)) => m
                 .iter()
                 .map(|(label, overrides)| match overrides {
@@ -154,13 +157,13 @@ pub fn load(file: &Path) -> Result<Sweep> {
                 })
                 .collect::<Result<Vec<_>>>()?,
             (Some(_), _) => bail!("{}: axis `{}` has a key, so its values must be a list", file.display(), axis.name),
-            (None, _) => bail!("{}: axis `{}` has no key, so its values must map labels to overrides", file.display(), axis.name),
+            (None, _) => bail!("{}: axis `{}` has no key, so its values must map labels to overrides (or list labels)", file.display(), axis.name),
         };
         anyhow::ensure!(!choices.is_empty(), "{}: axis `{}` has no values", file.display(), axis.name);
         axes.push((axis.name.clone(), choices));
     }
     let common = spec.set.iter().map(|(k, v)| assignment(k, v)).collect::<Result<Vec<_>>>()?;
-    let mut runs = vec![RunSpec { name: String::new(), labels: BTreeMap::new(), merge: Value::Mapping(Default::default()), set: common }];
+    let mut runs = vec![RunSpec { name: String::new(), labels: BTreeMap::new(), base: PathBuf::new(), merge: Value::Mapping(Default::default()), set: common }];
     for (axis, choices) in &axes {
         runs = runs
             .into_iter()
@@ -180,6 +183,10 @@ pub fn load(file: &Path) -> Result<Sweep> {
     }
     for run in &mut runs {
         let labels = run.labels.clone();
+        let mut base = Value::String(spec.base.clone());
+        substitute(&mut base, &labels);
+        run.base = dir.join(label_of(&base));
+        anyhow::ensure!(run.base.exists(), "{}: run `{}`: base pipeline {} does not exist", file.display(), run.name, run.base.display());
         substitute(&mut run.merge, &labels);
         for s in &mut run.set {
             let mut v = Value::String(s.clone());
@@ -187,7 +194,7 @@ pub fn load(file: &Path) -> Result<Sweep> {
             *s = label_of(&v);
         }
     }
-    Ok(Sweep { file: file.to_path_buf(), base, out, jobs: spec.jobs, runs })
+    Ok(Sweep { file: file.to_path_buf(), out, jobs: spec.jobs, runs })
 }
 
 /// What became of a run in this invocation.
@@ -215,8 +222,8 @@ impl Sweep {
 
     /// Writes each run's pipeline (base + its overrides) and checks it; any error stops before training.
     pub fn prepare(&self) -> Result<()> {
-        let base = std::path::absolute(&self.base)?;
         for run in &self.runs {
+            let base = std::path::absolute(&run.base)?;
             let dir = self.run_dir(run);
             std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
             let mut doc = serde_yaml::Mapping::new();
@@ -373,6 +380,7 @@ mod tests {
         )
         .unwrap();
         let sweep = load(&file).unwrap();
+        assert!(sweep.runs.iter().all(|r| r.base == dir.path().join("base.yaml")));
         let names: Vec<&str> = sweep.runs.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["method=a,seed=3", "method=a,seed=4", "method=b,seed=3", "method=b,seed=4"]);
         assert_eq!(sweep.out, PathBuf::from("runs/x"));

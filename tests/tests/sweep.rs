@@ -81,7 +81,8 @@ fn sweep_is_interrupted_resumed_and_reported() {
     let mut cells: BTreeMap<String, (f64, f64, usize)> = BTreeMap::new();
     for line in csv.lines().skip(1).filter(|l| l.starts_with("final,")) {
         let f: Vec<&str> = line.split(',').collect();
-        cells.insert(f[2].to_string(), (f[3].parse().unwrap(), f[4].parse().unwrap(), f[5].parse().unwrap()));
+        // table, group, row, column, mean, std, n
+        cells.insert(f[3].to_string(), (f[4].parse().unwrap(), f[5].parse().unwrap(), f[6].parse().unwrap()));
     }
     for method in ["L2", "L2+RIFLE"] {
         let values: Vec<f64> = (0..3).map(|s| final_top1(&out.join(format!("method={method},seed={s}")))).collect();
