@@ -35,7 +35,7 @@ fn the_study_sweeps_expand_to_five_teachers_and_ten_transfers() {
     let study = root().join("pipelines/paper/mlp");
     let teachers = rifle_core::sweep::load(&study.join("teachers.sweep.yaml")).unwrap();
     assert_eq!(teachers.runs.len(), 5);
-    assert_eq!(teachers.runs[3].set, ["seed=3", "dataset.mlp_oracle.seed=3"]);
+    assert_eq!(teachers.runs[3].set, ["seed=3", "dataset.mlp_oracle.seed=3", "probes[0].oracle_distance.seed=3"]);
     let transfer = rifle_core::sweep::load(&study.join("transfer.sweep.yaml")).unwrap();
     assert_eq!(transfer.runs.len(), 10);
     let run = transfer.runs.iter().find(|r| r.name == "method=L2+RIFLE,seed=4").unwrap();
