@@ -6,7 +6,7 @@ pub mod spans;
 
 use crate::data::decode::ExifPolicy;
 use crate::data::{Normalize, OnBadImage};
-use crate::params::{closest, describe, suggestion, Params};
+use crate::params::{describe, suggestion, Params};
 use crate::registry::{self, Entry as PluginEntry, Kind};
 use serde::{Deserialize, Serialize};
 use serde_yaml::Value;
@@ -912,9 +912,4 @@ fn check_pipeline(p: &Pipeline, plugins: &Plugins, spans: &SpanIndex) -> Checked
     } else {
         Err(PipelineError(errors))
     }
-}
-
-/// The closest known name, for callers outside this module.
-pub fn closest_name<'a>(word: &str, names: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    closest(word, names)
 }
