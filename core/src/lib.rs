@@ -4,6 +4,7 @@
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+pub mod convert;
 pub mod data;
 pub mod dynamic;
 pub mod engine;
@@ -16,6 +17,7 @@ pub mod plugin;
 pub mod predict;
 pub mod pth;
 pub mod registry;
+pub mod summary;
 pub mod tensorfile;
 pub mod weights;
 
