@@ -11,6 +11,7 @@ pub mod backbone {
 }
 pub mod dataset {
     pub mod csv_list;
+    pub mod idx;
     pub mod image_folder;
     pub mod mock;
 }
