@@ -4,7 +4,7 @@
 use rifle_core::model::Net;
 use rifle_core::plugin::Perturb;
 use rifle_core::plugins::backbone::resnet::ResNetConfig;
-use rifle_tests::{rifle_bin, root, write_rgb};
+use rifle_tests::{asset, rifle_bin, root, write_rgb};
 use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
 
@@ -13,18 +13,9 @@ const TOLERANCE: f64 = 1e-3;
 /// The model's input convention: RGB pixels 0–255 minus this mean (Caffe's BGR [104, 117, 123]).
 const MEAN_RGB: [f32; 3] = [123.0, 117.0, 104.0];
 
-/// The converted weights in the asset cache; a missing file fails the test (it is never skipped).
+/// The converted weights (`make model`, a dependency of `make test`).
 fn converted_weights() -> PathBuf {
-    let cache = std::env::var_os("RIFLE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/rifle"));
-    let path = cache.join("assets/open_nsfw/resnet50_1by2_nsfw.safetensors");
-    assert!(
-        path.exists(),
-        "{} is missing: run `make assets` (or `make test`, which fetches and converts the model) before the golden test",
-        path.display()
-    );
-    path
+    asset("open_nsfw/resnet50_1by2_nsfw.safetensors")
 }
 
 /// Pixel (x, y) of the golden image: x is the column, y the row.

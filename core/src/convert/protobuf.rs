@@ -48,7 +48,8 @@ pub fn fields(buf: &[u8]) -> Result<Vec<(u32, Wire<'_>)>> {
                 Wire::Bytes(take(buf, &mut pos, len)?)
             }
             5 => Wire::Fixed32(u32::from_le_bytes(take(buf, &mut pos, 4)?.try_into().expect("4 bytes"))),
-            other => bail!("field {field}: wire type {other} (groups) is not supported"),
+            3 | 4 => bail!("field {field}: groups (wire types 3 and 4) are not supported"),
+            other => bail!("field {field}: invalid wire type {other} at byte {pos}"),
         };
         out.push((field, value));
     }
@@ -178,6 +179,7 @@ mod tests {
         assert!(fields(&[0x12, 0x05, b'a']).unwrap_err().to_string().contains("runs past the end"));
         assert!(fields(&[0x08, 0x80]).unwrap_err().to_string().contains("truncated varint"));
         assert!(fields(&[0x0b]).unwrap_err().to_string().contains("groups"));
+        assert!(fields(&[0x0f]).unwrap_err().to_string().contains("invalid wire type 7"));
         assert!(floats(&[Wire::Bytes(&[1, 2, 3])]).is_err());
     }
 }
