@@ -130,12 +130,11 @@ pub fn main(cli: Cli) -> Result<i32> {
         }
         Command::Convert { input, output, arch, mean_bgr, classes, list } => {
             if list {
-                let bytes = std::fs::read(&input).with_context(|| format!("cannot read {}", input.display()))?;
-                print!("{}", crate::convert::caffe::describe(&crate::convert::caffe::read_layers(&bytes).with_context(|| format!("{}", input.display()))?));
+                print!("{}", crate::convert::caffe::describe(&crate::convert::read_caffe(&input)?));
                 return Ok(0);
             }
             let output = output.context("give the output file")?;
-            let mean_bgr = [mean_bgr[0], mean_bgr[1], mean_bgr[2]];
+            let mean_bgr: [f32; 3] = mean_bgr.try_into().map_err(|v: Vec<f32>| anyhow::anyhow!("--mean-bgr takes three values (B,G,R), got {}", v.len()))?;
             print!("{}", crate::convert::caffe(&input, &output, &crate::convert::CaffeOptions { arch: &arch, mean_bgr, classes })?);
             Ok(0)
         }

@@ -74,7 +74,7 @@ fn read_layer(bytes: &[u8]) -> Result<Layer> {
             139 => {
                 for (f, v) in pb::fields(pb::message(&value)?)? {
                     if f == 3 {
-                        layer.bn_eps = pb::floats(&[v])?[0];
+                        layer.bn_eps = *pb::floats(&[v])?.first().ok_or_else(|| anyhow!("layer `{}`: empty batch_norm_param.eps", layer.name))?;
                     }
                 }
             }

@@ -34,10 +34,15 @@ pub fn caffe_normalize(mean_bgr: [f32; 3]) -> Normalize {
     Normalize { mean: [mean_bgr[2] / 255.0, mean_bgr[1] / 255.0, mean_bgr[0] / 255.0], std: [1.0 / 255.0; 3] }
 }
 
+/// The layers of a `.caffemodel` file.
+pub fn read_caffe(input: &Path) -> Result<Vec<caffe::Layer>> {
+    let bytes = std::fs::read(input).with_context(|| format!("cannot read {}", input.display()))?;
+    caffe::read_layers(&bytes).with_context(|| format!("{}: not a readable Caffe model", input.display()))
+}
+
 /// Converts a `.caffemodel` into `output`; returns a report to print.
 pub fn caffe(input: &Path, output: &Path, options: &CaffeOptions) -> Result<String> {
-    let bytes = std::fs::read(input).with_context(|| format!("cannot read {}", input.display()))?;
-    let layers = caffe::read_layers(&bytes).with_context(|| format!("{}: not a readable Caffe model", input.display()))?;
+    let layers = read_caffe(input)?;
     let tensors = caffe::to_resnet(&layers).with_context(|| format!("{}", input.display()))?;
     check_fits(&tensors, options.arch).with_context(|| format!("{}: does not fit `arch: {}`", input.display(), options.arch))?;
     let outputs = tensors.iter().find(|(n, _)| n == "fc.weight").map(|(_, t)| t.size()[0]).unwrap_or(0);
