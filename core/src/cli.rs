@@ -89,6 +89,31 @@ pub enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
     },
+    /// Convert a Caffe ResNet (.caffemodel) into a safetensors file for the `resnet` backbone.
+    Convert {
+        /// The .caffemodel file.
+        input: PathBuf,
+        /// The safetensors file to write (not needed with --list).
+        #[arg(required_unless_present = "list")]
+        output: Option<PathBuf>,
+        /// The `resnet` arch preset the weights must fit.
+        #[arg(long, default_value = "resnet50_1by2")]
+        arch: String,
+        /// The mean the Caffe model subtracts from 0-255 pixels, in its B,G,R order.
+        #[arg(long, value_delimiter = ',', num_args = 3, default_values_t = [104.0, 117.0, 123.0])]
+        mean_bgr: Vec<f32>,
+        /// Names of the head's outputs, in order (recorded in the file; `rifle predict` prints them).
+        #[arg(long, value_delimiter = ',')]
+        classes: Vec<String>,
+        /// Only list the layers (name, type, blob shapes).
+        #[arg(long)]
+        list: bool,
+    },
+    /// One line per run: final and best test top-1, wall time, directory.
+    Summary {
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+    },
 }
 
 pub fn load(pipeline: &Path, set: &[String], plugins: &[PathBuf]) -> Result<Loaded> {
@@ -131,6 +156,20 @@ pub fn main(cli: Cli) -> Result<i32> {
         }
         Command::Predict { model, images, weights, top_k, logits, set } => {
             print!("{}", crate::predict::predict(&model, &images, weights.as_deref(), top_k, logits, &set)?);
+            Ok(0)
+        }
+        Command::Convert { input, output, arch, mean_bgr, classes, list } => {
+            if list {
+                print!("{}", crate::convert::caffe::describe(&crate::convert::read_caffe(&input)?));
+                return Ok(0);
+            }
+            let output = output.context("give the output file")?;
+            let mean_bgr: [f32; 3] = mean_bgr.try_into().map_err(|v: Vec<f32>| anyhow::anyhow!("--mean-bgr takes three values (B,G,R), got {}", v.len()))?;
+            print!("{}", crate::convert::caffe(&input, &output, &crate::convert::CaffeOptions { arch: &arch, mean_bgr, classes })?);
+            Ok(0)
+        }
+        Command::Summary { runs } => {
+            print!("{}", crate::summary::table(&runs)?);
             Ok(0)
         }
     }

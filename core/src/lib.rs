@@ -4,6 +4,7 @@
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+pub mod convert;
 pub mod data;
 pub mod dynamic;
 pub mod engine;
@@ -17,6 +18,7 @@ pub mod predict;
 pub mod pth;
 pub mod registry;
 pub mod report;
+pub mod summary;
 pub mod sweep;
 pub mod tensorfile;
 pub mod weights;

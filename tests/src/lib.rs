@@ -291,3 +291,14 @@ pub fn metrics_without_timings(dir: &Path) -> Vec<serde_json::Value> {
         })
         .collect()
 }
+
+/// A file of the asset cache (`$RIFLE_CACHE/assets`, default `~/.cache/rifle/assets`) that `make assets`
+/// fetches (`make test` fetches the model). A missing asset fails the test: it is never skipped.
+pub fn asset(relative: &str) -> PathBuf {
+    let cache = std::env::var_os("RIFLE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/rifle"));
+    let path = cache.join("assets").join(relative);
+    assert!(path.exists(), "{} is missing: run `make assets` (or `make test`, which fetches and converts the model) first", path.display());
+    path
+}

@@ -1,0 +1,132 @@
+//! The `idx` dataset plugin on small generated IDX files: labels, fixed subsets, resizing, gray to RGB, and
+//! errors that name the file.
+use rifle_core::data::{Input, Target, Task};
+use rifle_core::plugin::{Dataset, Split};
+use rifle_core::registry::Built;
+use rifle_tests::write_file;
+use std::io::Write;
+use std::path::Path;
+
+/// An IDX file of unsigned bytes with these dimensions.
+fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0, 0, 0x08, dims.len() as u8];
+    for d in dims {
+        out.extend_from_slice(&d.to_be_bytes());
+    }
+    out.extend_from_slice(data);
+    out
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+/// `n` images of 4x3 (rows x cols) whose every pixel is the image's index; label = index mod 3.
+fn write_split(dir: &Path, name: &str, n: u32, compress: bool) {
+    let pixels: Vec<u8> = (0..n).flat_map(|i| std::iter::repeat_n(i as u8, 12)).collect();
+    let labels: Vec<u8> = (0..n).map(|i| (i % 3) as u8).collect();
+    let wrap = |b: Vec<u8>| if compress { gzip(&b) } else { b };
+    std::fs::write(dir.join(format!("{name}-images")), wrap(idx(&[n, 4, 3], &pixels))).unwrap();
+    std::fs::write(dir.join(format!("{name}-labels")), wrap(idx(&[n], &labels))).unwrap();
+}
+
+fn build(dir: &Path, params: &str) -> anyhow::Result<Box<dyn Dataset>> {
+    let d = dir.display();
+    let yaml = format!(
+        "epochs: 1\nbatch_size: 2\nbackbone: {{resnet: {{arch: resnet18}}}}\noptimizer: {{lr: 0.1}}\n\
+         dataset:\n  idx: {{train_images: {d}/train-images, train_labels: {d}/train-labels, test_images: {d}/test-images, test_labels: {d}/test-labels, {params}}}\n"
+    );
+    let pipeline = write_file(dir, "p.yaml", &yaml);
+    let loaded = rifle_core::cli::load(&pipeline, &[], &[])?;
+    match loaded.plugins.dataset.build()? {
+        Built::Dataset(d) => Ok(d),
+        _ => panic!("not a dataset"),
+    }
+}
+
+/// (pixel value, label, width, height) of every sample of a split; checks each image is a constant gray.
+fn samples(d: &dyn Dataset, split: Split) -> Vec<(u8, usize, u32, u32)> {
+    let s = d.split(split).unwrap();
+    (0..s.len())
+        .map(|i| {
+            let sample = s.load(i).unwrap();
+            let (Input::Image(img), Target::Class(c)) = (sample.input, sample.target) else { panic!("not an image sample") };
+            let p = img.get_pixel(0, 0).0;
+            assert!(p[0] == p[1] && p[1] == p[2], "gray is replicated to RGB");
+            assert!(img.pixels().all(|q| q.0 == p), "a constant image stays constant");
+            (p[0], c, img.width(), img.height())
+        })
+        .collect()
+}
+
+#[test]
+fn reads_gzip_and_raw_idx_with_labels_and_names() {
+    let dir = tempfile::tempdir().unwrap();
+    write_split(dir.path(), "train", 9, true);
+    write_split(dir.path(), "test", 6, false);
+    let d = build(dir.path(), "classes: [a, b, c]").unwrap();
+    assert_eq!(d.task(), Task::Classify { classes: vec!["a".into(), "b".into(), "c".into()] });
+    let train = samples(d.as_ref(), Split::Train);
+    assert_eq!(train.len(), 9);
+    for (i, (value, label, w, h)) in train.into_iter().enumerate() {
+        assert_eq!((value, label, w, h), (i as u8, i % 3, 3, 4));
+    }
+    assert_eq!(samples(d.as_ref(), Split::Test).len(), 6);
+    // Without `classes`, the names are the label numbers.
+    let d = build(dir.path(), "size: 0").unwrap();
+    assert_eq!(d.task(), Task::Classify { classes: vec!["0".into(), "1".into(), "2".into()] });
+}
+
+#[test]
+fn subsets_are_fixed_and_stratified_and_images_are_resized() {
+    let dir = tempfile::tempdir().unwrap();
+    write_split(dir.path(), "train", 30, true);
+    write_split(dir.path(), "test", 20, true);
+    let params = "per_class: 4, test_subset: 7, size: 8";
+    let first = samples(build(dir.path(), params).unwrap().as_ref(), Split::Train);
+    assert_eq!(first.len(), 12);
+    for class in 0..3 {
+        assert_eq!(first.iter().filter(|s| s.1 == class).count(), 4, "class {class}");
+    }
+    // Each sample keeps its own label (value mod 3) and is resized to 8x8.
+    assert!(first.iter().all(|&(v, c, w, h)| v as usize % 3 == c && (w, h) == (8, 8)));
+    let values: std::collections::BTreeSet<u8> = first.iter().map(|s| s.0).collect();
+    assert_eq!(values.len(), 12, "no image is drawn twice");
+    let test = samples(build(dir.path(), params).unwrap().as_ref(), Split::Test);
+    assert_eq!(test.len(), 7);
+    // The same draw every time; another subset seed draws another subset.
+    assert_eq!(first, samples(build(dir.path(), params).unwrap().as_ref(), Split::Train));
+    let other = samples(build(dir.path(), &format!("{params}, subset_seed: 1")).unwrap().as_ref(), Split::Train);
+    assert_ne!(first, other);
+}
+
+#[test]
+fn bad_files_are_errors_that_name_them() {
+    let dir = tempfile::tempdir().unwrap();
+    write_split(dir.path(), "train", 6, false);
+    write_split(dir.path(), "test", 3, false);
+    let err = |params: &str| format!("{:#}", build(dir.path(), params).err().expect("an error"));
+
+    let e = err("per_class: 3");
+    assert!(e.contains("fewer than per_class 3"), "{e}");
+    let e = err("classes: [a, b]");
+    assert!(e.contains("label 2") && e.contains("2 classes"), "{e}");
+
+    std::fs::write(dir.path().join("test-labels"), idx(&[2], &[0, 1])).unwrap();
+    let e = err("size: 0");
+    assert!(e.contains("test-images has 3 images but") && e.contains("test-labels has 2 labels"), "{e}");
+
+    std::fs::write(dir.path().join("test-labels"), b"PNG not idx").unwrap();
+    let e = err("size: 0");
+    assert!(e.contains("test-labels: not an IDX file"), "{e}");
+
+    std::fs::write(dir.path().join("test-labels"), &idx(&[5], &[0, 1])).unwrap();
+    let e = err("size: 0");
+    assert!(e.contains("test-labels") && e.contains("need 5 bytes"), "{e}");
+
+    std::fs::write(dir.path().join("test-labels"), &gzip(&idx(&[3], &[0, 1, 2]))[..10]).unwrap();
+    let e = err("size: 0");
+    assert!(e.contains("test-labels: broken gzip data"), "{e}");
+}
