@@ -77,5 +77,10 @@ for n in z.namelist():
   touch "$TREE/.complete"
 fi
 
-ln -sfn "$TREE" "$LINK"
-echo "setup: libtorch $TORCH_VERSION ($FLAVOUR) at $TREE ($(du -sh "$TREE" | cut -f1)), linked as .libtorch"
+# RIFLE_LINK=0 leaves .libtorch alone: `make gpu-bundle` builds a CUDA binary beside a CPU checkout.
+if [ "${RIFLE_LINK:-1}" = 1 ]; then
+  ln -sfn "$TREE" "$LINK"
+  echo "setup: libtorch $TORCH_VERSION ($FLAVOUR) at $TREE ($(du -sh "$TREE" | cut -f1)), linked as .libtorch"
+else
+  echo "setup: libtorch $TORCH_VERSION ($FLAVOUR) at $TREE ($(du -sh "$TREE" | cut -f1))"
+fi

@@ -91,6 +91,9 @@ pub struct Checkpoint {
     /// resume starts at the end of an epoch).
     #[serde(default)]
     pub last_lrs: Vec<f64>,
+    /// The fp16 loss scale (`amp: fp16` on CUDA), so that a resumed run scales as a straight one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<crate::amp::LossScale>,
 }
 
 pub const CLASSES_KEY: &str = "rifle.classes";

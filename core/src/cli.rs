@@ -73,6 +73,23 @@ pub enum Command {
         #[arg(long)]
         reference: Option<PathBuf>,
     },
+    /// Time the training step on one fixed batch (`train`, data loading excluded) or the training loader
+    /// alone (`loader`); prints one JSON line. `make bench` compares both with PyTorch.
+    Bench {
+        pipeline: PathBuf,
+        #[arg(long, value_enum, default_value = "train")]
+        what: crate::bench::What,
+        /// Untimed steps (or batches) first.
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        /// Timed steps (or batches).
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        #[arg(long = "plugin", value_name = "PATH")]
+        plugins: Vec<PathBuf>,
+    },
     /// Classify images with a trained run or a pipeline plus weights.
     Predict {
         /// A run directory, or a pipeline file.
@@ -152,6 +169,11 @@ pub fn main(cli: Cli) -> Result<i32> {
             let out = out.unwrap_or_else(|| first.clone());
             print!("{}", crate::report::write(&dirs, &out, &crate::report::Layout { rows: &rows, cols: &cols, group: group.as_deref() }, reference.as_deref())?);
             eprintln!("report written to {}", out.display());
+            Ok(0)
+        }
+        Command::Bench { pipeline, what, warmup, steps, set, plugins } => {
+            let report = crate::bench::run(&load(&pipeline, &set, &plugins)?, what, warmup, steps)?;
+            println!("{}", serde_json::to_string(&report)?);
             Ok(0)
         }
         Command::Predict { model, images, weights, top_k, logits, set } => {

@@ -1,5 +1,6 @@
 //! The training engine: builds a run from a checked pipeline and runs the loop. The loop (`Trainer::fit`)
 //! calls plugins only through their hooks; everything a method changes, it changes there.
+use crate::amp::LossScale;
 use crate::checkpoint::{self, Checkpoint, Meters};
 use crate::config::{Amp, Loaded, OnNonFinite, PluginUse};
 use crate::data::loader::{HostBatch, Loader, LoaderConfig};
@@ -125,6 +126,12 @@ impl Trainer {
     pub fn build(loaded: &Loaded, dir: &Path, resume: bool) -> Result<Trainer> {
         let p = &loaded.pipeline;
         let device = device(&p.device)?;
+        let amp = if p.amp != Amp::Off && device == Device::Cpu {
+            tracing::warn!("amp: {:?} applies on CUDA only; training in fp32 on the CPU", p.amp);
+            Amp::Off
+        } else {
+            p.amp
+        };
         if p.threads > 0 {
             tch::set_num_threads(p.threads as i32);
         }
@@ -239,7 +246,7 @@ impl Trainer {
             probes,
             epochs: p.epochs,
             seed: p.seed,
-            amp: p.amp,
+            amp,
             on_nonfinite: p.numerics.on_nonfinite,
             checkpoint_every: p.output.checkpoint_every,
             checkpoint_steps: p.output.checkpoint_steps,
@@ -323,6 +330,8 @@ impl Trainer {
     /// The epoch loop; returns whether a stop request ended it early.
     fn train_epochs(&mut self, stop: &AtomicBool, bar: Option<&indicatif::ProgressBar>) -> Result<bool> {
         let steps = self.train.steps_per_epoch();
+        // The first step of this process is logged with its timing: the start-up cost `make bench` reports.
+        let mut first = Some(Instant::now());
         while self.state.epoch < self.epochs {
             let epoch = self.state.epoch;
             if self.state.step_in_epoch == 0 {
@@ -334,7 +343,12 @@ impl Trainer {
                 let host = host.with_context(|| format!("epoch {epoch}: loading a training batch"))?;
                 self.state.meters.skipped_images += host.skipped;
                 if host.targets.numel() > 0 {
+                    let waited = first.map(|t| t.elapsed());
                     self.step(host)?;
+                    if let Some((started, waited)) = first.take().zip(waited) {
+                        let took = started.elapsed() - waited;
+                        tracing::info!("first step done: its batch was ready {:.2}s after training started, the step took {:.2}s", waited.as_secs_f64(), took.as_secs_f64());
+                    }
                 }
                 self.state.step += 1;
                 self.state.step_in_epoch += 1;
@@ -365,6 +379,36 @@ impl Trainer {
         Ok(false)
     }
 
+    /// Trains `steps` optimizer steps on one batch, from the current position, as `fit` does on a stream of
+    /// identical batches (epoch-start hooks included; no evaluation, checkpoint or epoch line): the training
+    /// step alone, for `rifle bench`. Returns each step's seconds, the device synchronised before the clock
+    /// stops.
+    pub fn repeat_step(&mut self, host: &HostBatch, steps: usize) -> Result<Vec<f64>> {
+        let per_epoch = self.train.steps_per_epoch();
+        let left = (self.epochs * per_epoch).saturating_sub(self.state.step);
+        anyhow::ensure!(steps <= left, "{steps} steps from step {} need more than the run's {} epochs of {per_epoch} steps; raise `epochs`", self.state.step, self.epochs);
+        let device = self.net.device();
+        let mut seconds = Vec::with_capacity(steps);
+        for _ in 0..steps {
+            if self.state.step_in_epoch == 0 {
+                self.each_hook("epoch_start", |h, ctx| h.epoch_start(ctx))?;
+            }
+            let clock = Instant::now();
+            self.step(HostBatch { inputs: host.inputs.shallow_clone(), targets: host.targets.shallow_clone(), skipped: 0 })?;
+            if let Device::Cuda(index) = device {
+                tch::Cuda::synchronize(index as i64);
+            }
+            seconds.push(clock.elapsed().as_secs_f64());
+            self.state.step += 1;
+            self.state.step_in_epoch += 1;
+            if self.state.step_in_epoch == per_epoch {
+                self.state.epoch += 1;
+                self.state.step_in_epoch = 0;
+            }
+        }
+        Ok(seconds)
+    }
+
     /// One optimizer step on one batch, through the hooks; records the learning rates used.
     fn step(&mut self, host: HostBatch) -> Result<()> {
         let device = self.net.device();
@@ -387,7 +431,7 @@ impl Trainer {
         // statistics (to NaN, for a NaN batch): keep a copy to put back.
         let buffers = (self.on_nonfinite == OnNonFinite::Skip).then(|| Buffers::copy(ctx.net));
         let chain = Chain { strategies: &self.strategies, failure: RefCell::new(None) };
-        let logits = autocast(self.amp, device, || ctx.net.forward(&batch.images, true, &chain));
+        let logits = autocast(self.amp, || ctx.net.forward(&batch.images, true, &chain));
         if let Some(e) = chain.failure.into_inner() {
             return Err(e.context(format!("step {}: forward pass", self.state.step)));
         }
@@ -398,7 +442,24 @@ impl Trainer {
             return self.nonfinite("loss", buffers);
         }
         ctx.optimizer.zero_grad();
-        loss.backward();
+        let scaler = (self.amp == Amp::Fp16).then(|| self.state.loss_scale.get_or_insert_with(LossScale::default));
+        match &scaler {
+            Some(s) => (&loss * s.scale).backward(),
+            None => loss.backward(),
+        }
+        if let Some(scaler) = scaler {
+            // Unscaled before anything reads the gradients; an overflow of the scaled ones skips the update
+            // (the scale was too high, nothing is wrong with the run) and lowers the scale.
+            let finite = scaler.unscale(&mut gradients(ctx.optimizer));
+            scaler.update(finite);
+            if !finite {
+                tracing::debug!("step {}: fp16 gradients overflowed; step skipped, loss scale now {}", self.state.step, scaler.scale);
+                ctx.optimizer.zero_grad();
+                self.write_records(records)?;
+                self.state.meters.add(&self.task, &logits, &true_labels.to_device(device), loss_value);
+                return Ok(());
+            }
+        }
         for (name, r) in &self.regularizers {
             guard(name, "add_grad", || r.add_grad(ctx.net))?;
         }
@@ -497,7 +558,7 @@ impl Trainer {
             meters.skipped_images += host.skipped;
             let targets = host.targets.to_device(device);
             let (logits, loss_value) = tch::no_grad(|| {
-                let logits = autocast(self.amp, device, || self.net.forward(&host.inputs.to_device(device), false, &chain)).to_kind(Kind::Float);
+                let logits = autocast(self.amp, || self.net.forward(&host.inputs.to_device(device), false, &chain)).to_kind(Kind::Float);
                 let batch = Batch { images: Tensor::new(), labels: targets.shallow_clone(), soft_targets: None };
                 let l = loss(&self.task, &logits, &batch).double_value(&[]);
                 (logits, l)
@@ -562,14 +623,20 @@ pub fn loss(task: &Task, logits: &Tensor, batch: &Batch) -> Tensor {
 /// Whether every gradient is finite: one sum, in f64 so that large finite f32 gradients cannot overflow it
 /// (a NaN or an infinity anywhere makes it non-finite).
 fn grads_finite(optimizer: &Optimizer) -> bool {
-    let sums: Vec<Tensor> = optimizer.groups.iter().flat_map(|g| g.params.iter()).map(|(_, p)| p.grad()).filter(|g| g.defined()).map(|g| g.sum(Kind::Double)).collect();
+    let sums: Vec<Tensor> = gradients(optimizer).iter().map(|g| g.sum(Kind::Double)).collect();
     sums.is_empty() || Tensor::stack(&sums, 0).sum(Kind::Double).double_value(&[]).is_finite()
 }
 
-fn autocast<T>(amp: Amp, device: Device, f: impl FnOnce() -> T) -> T {
-    if amp == Amp::Off || device == Device::Cpu {
-        f()
-    } else {
+/// The defined gradients of the optimizer's parameters (sharing their storage).
+fn gradients(optimizer: &Optimizer) -> Vec<Tensor> {
+    optimizer.groups.iter().flat_map(|g| g.params.iter()).map(|(_, p)| p.grad()).filter(|g| g.defined()).collect()
+}
+
+/// Runs a forward pass under CUDA autocast (float16) for `amp: fp16`; `amp` is `off` on the CPU.
+fn autocast<T>(amp: Amp, f: impl FnOnce() -> T) -> T {
+    if amp == Amp::Fp16 {
         tch::autocast(true, f)
+    } else {
+        f()
     }
 }

@@ -1,6 +1,8 @@
 //! rifle: fine-tuning pretrained CNNs from YAML pipelines, with RIFLE and the methods it is compared to as
 //! plugins. The training loop is in `engine.rs`; the plugin traits in `plugin.rs`; the registry in
 //! `registry.rs`; pipelines in `config/`.
+pub mod amp;
+pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;

@@ -55,6 +55,7 @@ pub fn strip(name: &str, prefixes: &[String]) -> String {
 
 /// Loads `config.path` into `net` by the policy above and records which tensors came from it.
 pub fn load(net: &mut Net, config: &Weights) -> Result<LoadReport> {
+    let clock = std::time::Instant::now();
     let path = Path::new(&config.path);
     let file: BTreeMap<String, Tensor> = read_any(path)?
         .into_iter()
@@ -110,7 +111,7 @@ pub fn load(net: &mut Net, config: &Weights) -> Result<LoadReport> {
     if !report.unexpected.is_empty() {
         tracing::warn!("weights: {} tensor(s) in the file unused by the model: {}", report.unexpected.len(), list(&report.unexpected.iter().collect::<Vec<_>>()));
     }
-    tracing::info!("weights: loaded {} tensors from {}", report.loaded.len(), path.display());
+    tracing::info!("weights: loaded {} tensors from {} in {:.2}s", report.loaded.len(), path.display(), clock.elapsed().as_secs_f64());
     net.pretrained = report.loaded.iter().filter(|n| !net.is_head(n)).cloned().collect();
     Ok(report)
 }
