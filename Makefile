@@ -6,7 +6,7 @@ CARGO ?= cargo
 CUDA ?=
 RIFLE := target/debug/rifle
 
-.PHONY: setup build model assets test demo demo-photos paper-mlp clean-runs
+.PHONY: setup build model assets test demo demo-photos paper-mlp bench gpu-bundle clean-runs
 
 ## setup: libtorch 2.11.0 from the PyPI torch wheel into $(RIFLE_CACHE) (CUDA=1: the CUDA route)
 setup:
@@ -54,3 +54,22 @@ paper-mlp: build
 	$(RIFLE) sweep pipelines/paper/mlp/teachers.sweep.yaml
 	$(RIFLE) sweep pipelines/paper/mlp/transfer.sweep.yaml
 	$(RIFLE) report runs/paper-mlp/transfer --reference pipelines/paper/mlp/paper-values.yaml
+
+## bench: rifle (release build) vs the PyTorch eager loop, interleaved; PyTorch 2.11 + torchvision 0.26 go into a
+## venv in the cache. Writes target/bench/results.md (BENCHMARKS.md quotes it). About 25 minutes on 2 cores.
+bench: setup
+	$(CARGO) build --release -p rifle-core --bin rifle
+	@bench/setup-venv.sh
+	python3 bench/run.py --rifle target/release/rifle --python $(RIFLE_CACHE)/bench-venv/bin/python --out target/bench/results.md
+
+## gpu-bundle: a release rifle linked against the CUDA libtorch tree (stripped) in target/gpu-bundle, for
+## bench/gpu-check.sh on a GPU machine; the CPU checkout's .libtorch is left as it is.
+GPU_BUNDLE_MAX_MIB := 48
+gpu-bundle:
+	@RIFLE_LINK=0 scripts/setup-libtorch.sh cuda
+	LIBTORCH=$(RIFLE_CACHE)/libtorch-2.11.0-cuda CARGO_TARGET_DIR=target/cuda $(CARGO) build --release -p rifle-core --bin rifle
+	@mkdir -p target/gpu-bundle
+	cp target/cuda/release/rifle target/gpu-bundle/rifle
+	strip target/gpu-bundle/rifle
+	@size=$$(du -m target/gpu-bundle/rifle | cut -f1); echo "gpu-bundle: target/gpu-bundle/rifle, $$size MiB"; \
+	  [ $$size -le $(GPU_BUNDLE_MAX_MIB) ] || { echo "gpu-bundle: over $(GPU_BUNDLE_MAX_MIB) MiB: the check carries at most 64 MiB with the repository" >&2; exit 1; }

@@ -241,6 +241,54 @@ def first_step(args, weights):
     return got
 
 
+def gpu(args, notes):
+    """On a GPU: the mock pipeline trains on CUDA, then ResNet-50 @ 224 batch 32 training img/s for each
+    precision and memory layout, rifle and PyTorch interleaved. Variants rifle lacks are PyTorch-only rows."""
+    out = tempfile.mkdtemp(prefix="rifle-gpu-mock-")
+    run_dir = os.path.join(out, "run")
+    mock = subprocess.run([args.rifle, "run", os.path.join(os.path.dirname(HERE), "pipelines", "mock.yaml"),
+                           "--set", f"device={args.device}", "--out", run_dir], capture_output=True, text=True)
+    if mock.returncode != 0:
+        sys.exit(f"bench: the mock pipeline failed on {args.device}:\n{mock.stderr[-3000:]}")
+    tests = [json.loads(l) for l in open(os.path.join(run_dir, "metrics.jsonl")) if '"split":"test"' in l.replace(" ", "")]
+    device_line = next((l for l in mock.stderr.splitlines() if "device" in l.lower()), "?")
+    shutil.rmtree(out, ignore_errors=True)
+    top1 = ", ".join("%.1f%%" % (100 * t["top1"]) for t in tests)
+    notes.append(f"Mock pipeline on `{args.device}`: test top-1 per epoch {top1}; rifle's log: `{device_line.strip()}`")
+    arch, size, warmup, steps = args.gpu_config
+    rows = [
+        "| variant | steps (warm-up + timed) | rifle img/s | PyTorch img/s | rifle/PyTorch per pair | ratio (median) | load avg 1 min |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    # (label, rifle's overrides or None where rifle has no such mode, PyTorch's flags)
+    variants = [
+        ("fp32", [], []),
+        ("autocast fp16 (loss scaling)", ["--set", "amp=fp16"], ["--amp", "fp16"]),
+        ("autocast bf16", None, ["--amp", "bf16"]),
+        ("fp32, channels-last", None, ["--channels-last"]),
+    ]
+    for label, rifle_flags, python_flags in variants:
+        ctx = Context()
+        python_cmd = [args.python, os.path.join(HERE, "reference.py"), "train", "--arch", arch, "--size", str(size),
+                      "--warmup", str(warmup), "--steps", str(steps), "--device", args.device] + python_flags
+        if rifle_flags is None:
+            python = []
+            for _ in range(args.pairs):
+                ctx.sample()
+                python.append(measure(python_cmd))
+            ctx.sample()
+            rows.append(f"| {label} | {warmup} + {steps} | not in rifle | {median([p['images_per_s'] for p, _ in python]):.1f} | - | - | {ctx.load()} |")
+            continue
+        rust_cmd = [args.rifle, "bench", os.path.join(PIPELINES, "train.yaml"), "--what", "train", "--warmup", str(warmup),
+                    "--steps", str(steps), "--set", f"backbone.resnet.arch={arch}", "--set", f"dataset.mock.size={size}",
+                    "--set", f"device={args.device}", "--set", f"epochs={math.ceil((warmup + steps) / 4) + 1}"] + rifle_flags
+        rust, python = interleave(args.pairs, rust_cmd, python_cmd, ctx)
+        ratios = [r["images_per_s"] / p["images_per_s"] for (r, _), (p, _) in zip(rust, python)]
+        rows.append(f"| {label} | {warmup} + {steps} | {median([r['images_per_s'] for r, _ in rust]):.1f} | "
+                    f"{median([p['images_per_s'] for p, _ in python]):.1f} | {fmt_ratios(ratios)} | **{median(ratios):.2f}** | {ctx.load()} |")
+    notes.append("\n".join(rows))
+
+
 def machine():
     model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     mem = next((int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal")), 0) / 2**20
@@ -255,11 +303,14 @@ def main():
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cuda: the GPU section (--only gpu)")
     parser.add_argument("--out", required=True, help="where the Markdown tables are written")
     parser.add_argument("--only", nargs="*", default=["train", "overhead", "loader", "startup"])
     parser.add_argument("--quick", action="store_true", help="tiny step counts: checks the runner, measures nothing")
     args = parser.parse_args()
     # Steps per configuration: ResNet-50 @ 224 takes seconds per step on 2 cores, so it gets the fewest.
+    # ResNet-50 @ 224, batch 32 on the GPU; --quick shrinks it for a dry run of the GPU section on the CPU.
+    args.gpu_config = ("resnet18", 32, 1, 2) if args.quick else ("resnet50", 224, 5, 30)
     if args.quick:
         args.train_configs = [("resnet18", 112, 1, 2)]
         args.overhead_config = ("resnet18", 112, 1, 15)
@@ -285,6 +336,9 @@ def main():
     if "loader" in args.only:
         sections.append("### Data loader alone (JPEG decode + resize + random crop + flip + normalise + collate, batch 32)")
         loader(args, sections, training_ips)
+    if "gpu" in args.only:
+        sections.append(f"### GPU check (`{args.device}`): ResNet-50 @ 224, batch 32, SGD momentum 0.9, 100 classes")
+        gpu(args, sections)
     if "startup" in args.only:
         sections.append("### Start-up: `rifle run` to its first optimizer step")
         startup(args, sections)
