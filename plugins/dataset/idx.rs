@@ -29,7 +29,7 @@ crate::register_plugin! {
     kind: Kind::Dataset,
     doc: "MNIST-style IDX files (.gz or raw), with fixed per-class and test subsets; gray to RGB",
     params: PARAMS,
-    example: "{train_images: train-images-idx3-ubyte.gz, train_labels: train-labels-idx1-ubyte.gz, test_images: t10k-images-idx3-ubyte.gz, test_labels: t10k-labels-idx1-ubyte.gz, per_class: 100, test_subset: 2000, size: 64}",
+    example: "{train_images: fashion-mnist/train-images-idx3-ubyte.gz, train_labels: fashion-mnist/train-labels-idx1-ubyte.gz, test_images: fashion-mnist/t10k-images-idx3-ubyte.gz, test_labels: fashion-mnist/t10k-labels-idx1-ubyte.gz, per_class: 10, test_subset: 20, size: 64}",
     build: build,
 }
 

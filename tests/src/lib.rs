@@ -302,3 +302,30 @@ pub fn asset(relative: &str) -> PathBuf {
     assert!(path.exists(), "{} is missing: run `make assets` (or `make test`, which fetches and converts the model) first", path.display());
     path
 }
+
+/// An IDX file of unsigned bytes with these dimensions.
+pub fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0, 0, 0x08, dims.len() as u8];
+    for d in dims {
+        out.extend_from_slice(&d.to_be_bytes());
+    }
+    out.extend_from_slice(data);
+    out
+}
+
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+/// IDX files at `images` and `labels` (gzipped if `compress`): `n` images of 4x3 (rows x cols) whose every
+/// pixel is the image's index, label = index mod 3.
+pub fn write_idx_split(images: &Path, labels: &Path, n: u32, compress: bool) {
+    let pixels: Vec<u8> = (0..n).flat_map(|i| std::iter::repeat_n(i as u8, 12)).collect();
+    let label_bytes: Vec<u8> = (0..n).map(|i| (i % 3) as u8).collect();
+    let wrap = |b: Vec<u8>| if compress { gzip(&b) } else { b };
+    std::fs::write(images, wrap(idx(&[n, 4, 3], &pixels))).unwrap();
+    std::fs::write(labels, wrap(idx(&[n], &label_bytes))).unwrap();
+}

@@ -3,33 +3,12 @@
 use rifle_core::data::{Input, Target, Task};
 use rifle_core::plugin::{Dataset, Split};
 use rifle_core::registry::Built;
-use rifle_tests::write_file;
-use std::io::Write;
+use rifle_tests::{gzip, idx, write_file, write_idx_split};
 use std::path::Path;
 
-/// An IDX file of unsigned bytes with these dimensions.
-fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
-    let mut out = vec![0, 0, 0x08, dims.len() as u8];
-    for d in dims {
-        out.extend_from_slice(&d.to_be_bytes());
-    }
-    out.extend_from_slice(data);
-    out
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(bytes).unwrap();
-    e.finish().unwrap()
-}
-
-/// `n` images of 4x3 (rows x cols) whose every pixel is the image's index; label = index mod 3.
-fn write_split(dir: &Path, name: &str, n: u32, compress: bool) {
-    let pixels: Vec<u8> = (0..n).flat_map(|i| std::iter::repeat_n(i as u8, 12)).collect();
-    let labels: Vec<u8> = (0..n).map(|i| (i % 3) as u8).collect();
-    let wrap = |b: Vec<u8>| if compress { gzip(&b) } else { b };
-    std::fs::write(dir.join(format!("{name}-images")), wrap(idx(&[n, 4, 3], &pixels))).unwrap();
-    std::fs::write(dir.join(format!("{name}-labels")), wrap(idx(&[n], &labels))).unwrap();
+/// `<dir>/<name>-images` and `<dir>/<name>-labels`.
+fn split(dir: &Path, name: &str, n: u32, compress: bool) {
+    write_idx_split(&dir.join(format!("{name}-images")), &dir.join(format!("{name}-labels")), n, compress);
 }
 
 fn build(dir: &Path, params: &str) -> anyhow::Result<Box<dyn Dataset>> {
@@ -64,8 +43,8 @@ fn samples(d: &dyn Dataset, split: Split) -> Vec<(u8, usize, u32, u32)> {
 #[test]
 fn reads_gzip_and_raw_idx_with_labels_and_names() {
     let dir = tempfile::tempdir().unwrap();
-    write_split(dir.path(), "train", 9, true);
-    write_split(dir.path(), "test", 6, false);
+    split(dir.path(), "train", 9, true);
+    split(dir.path(), "test", 6, false);
     let d = build(dir.path(), "classes: [a, b, c]").unwrap();
     assert_eq!(d.task(), Task::Classify { classes: vec!["a".into(), "b".into(), "c".into()] });
     let train = samples(d.as_ref(), Split::Train);
@@ -82,8 +61,8 @@ fn reads_gzip_and_raw_idx_with_labels_and_names() {
 #[test]
 fn subsets_are_fixed_and_stratified_and_images_are_resized() {
     let dir = tempfile::tempdir().unwrap();
-    write_split(dir.path(), "train", 30, true);
-    write_split(dir.path(), "test", 20, true);
+    split(dir.path(), "train", 30, true);
+    split(dir.path(), "test", 20, true);
     let params = "per_class: 4, test_subset: 7, size: 8";
     let first = samples(build(dir.path(), params).unwrap().as_ref(), Split::Train);
     assert_eq!(first.len(), 12);
@@ -105,8 +84,8 @@ fn subsets_are_fixed_and_stratified_and_images_are_resized() {
 #[test]
 fn bad_files_are_errors_that_name_them() {
     let dir = tempfile::tempdir().unwrap();
-    write_split(dir.path(), "train", 6, false);
-    write_split(dir.path(), "test", 3, false);
+    split(dir.path(), "train", 6, false);
+    split(dir.path(), "test", 3, false);
     let err = |params: &str| format!("{:#}", build(dir.path(), params).err().expect("an error"));
 
     let e = err("per_class: 3");

@@ -6,7 +6,7 @@
 use rifle_core::config::{load, PluginUse};
 use rifle_core::plugin::{Progress, Split};
 use rifle_core::registry::{entries, Built, Kind};
-use rifle_tests::{image_folder, plugin_lib, write_file};
+use rifle_tests::{image_folder, plugin_lib, write_file, write_idx_split};
 use serde_yaml::{Mapping, Value};
 use std::path::Path;
 
@@ -16,6 +16,10 @@ fn fixtures(dir: &Path) {
     image_folder(&dir.join("data/test"), &["cat", "dog"], 1, 40);
     write_file(dir, "data/train.csv", "path,label\ntrain/cat/0.png,cat\ntrain/cat/1.png,cat\ntrain/dog/0.png,dog\ntrain/dog/1.png,dog\n");
     write_file(dir, "data/test.csv", "path,label\ntest/cat/0.png,cat\ntest/dog/0.png,dog\n");
+    let fashion = |f: &str| dir.join("fashion-mnist").join(f);
+    std::fs::create_dir_all(fashion("")).unwrap();
+    write_idx_split(&fashion("train-images-idx3-ubyte.gz"), &fashion("train-labels-idx1-ubyte.gz"), 30, true);
+    write_idx_split(&fashion("t10k-images-idx3-ubyte.gz"), &fashion("t10k-labels-idx1-ubyte.gz"), 30, true);
 }
 
 /// A small valid pipeline with `name: example` placed where plugins of `kind` go.
