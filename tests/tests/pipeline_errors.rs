@@ -298,3 +298,13 @@ fn the_resolved_pipeline_runs_again_to_the_same_result() {
     assert_same_tensors(&ckpt(first.path()), &ckpt(second.path()));
     assert_eq!(metrics_without_timings(first.path()), metrics_without_timings(second.path()));
 }
+
+#[test]
+fn amp_bf16_is_refused_with_the_reason_and_amp_is_a_no_op_on_the_cpu() {
+    let e = error(&format!("{BASE}amp: bf16\n"), &[]);
+    assert!(e.starts_with("p.yaml:9:6: amp: bf16 is not available"), "{e}");
+    assert!(e.contains("use `fp16`"), "{e}");
+    assert_eq!(error(&format!("{BASE}amp: fp8\n"), &[]).lines().next().unwrap().split(": ").take(2).collect::<Vec<_>>(), ["p.yaml:9:6", "amp"]);
+    // fp16 loads; on the CPU the run trains in fp32 (the engine logs that).
+    assert_eq!(ok(&format!("{BASE}amp: fp16\n"), &[]).pipeline.amp, rifle_core::config::Amp::Fp16);
+}
