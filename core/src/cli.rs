@@ -233,6 +233,12 @@ pub fn run(pipeline: Option<&Path>, set: &[String], out: Option<PathBuf>, resume
         Some(dir) => {
             let recorded = dir.join("pipeline.yaml");
             anyhow::ensure!(recorded.exists(), "{}: not a run directory (no pipeline.yaml)", dir.display());
+            // A resumed run continues its recorded pipeline; anything else would make pipeline.yaml lie.
+            anyhow::ensure!(
+                set.is_empty() && options.out.is_none(),
+                "--resume continues {} exactly as recorded: --set and --out do not apply (start a new run with the changed pipeline instead)",
+                recorded.display()
+            );
             let loaded = load(&recorded, set, plugins)?;
             if let Some(p) = pipeline {
                 let given = load(p, set, plugins)?;
@@ -245,21 +251,52 @@ pub fn run(pipeline: Option<&Path>, set: &[String], out: Option<PathBuf>, resume
         None => {
             let Some(p) = pipeline else { bail!("give a pipeline file, or --resume RUN_DIR") };
             let loaded = load(p, set, plugins)?;
-            let dir = options.out.clone().unwrap_or_else(|| default_run_dir(&loaded, p));
+            let dir = match &options.out {
+                Some(dir) => {
+                    refuse_finished_or_started_run(dir)?;
+                    dir.clone()
+                }
+                None => new_run_dir(&loaded, p)?,
+            };
             (loaded, dir)
         }
     };
     execute(&loaded, &dir, &options)
 }
 
-fn default_run_dir(loaded: &Loaded, pipeline: &Path) -> PathBuf {
+/// Creates `<output.dir>/<name>-<time>`, exclusively: runs started in the same second get `-2`, `-3`, ...
+fn new_run_dir(loaded: &Loaded, pipeline: &Path) -> Result<PathBuf> {
     let name = if loaded.pipeline.name.is_empty() {
         pipeline.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into())
     } else {
         loaded.pipeline.name.clone()
     };
+    let parent = PathBuf::from(&loaded.pipeline.output.dir);
+    std::fs::create_dir_all(&parent).with_context(|| format!("cannot create {}", parent.display()))?;
     let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S");
-    PathBuf::from(&loaded.pipeline.output.dir).join(format!("{name}-{stamp}"))
+    let mut n = 1;
+    loop {
+        let dir = parent.join(if n == 1 { format!("{name}-{stamp}") } else { format!("{name}-{stamp}-{n}") });
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => n += 1,
+            Err(e) => return Err(e).with_context(|| format!("cannot create run directory {}", dir.display())),
+        }
+    }
+}
+
+/// A new run never writes over one that has trained: `--out` may name a new or empty folder, or one whose
+/// run stopped before its first epoch line and checkpoint (a sweep's prepared folder, a failed start).
+fn refuse_finished_or_started_run(dir: &Path) -> Result<()> {
+    let metrics = std::fs::metadata(dir.join("metrics.jsonl")).map(|m| m.len() > 0).unwrap_or(false);
+    let checkpoints = std::fs::read_dir(dir.join("checkpoints")).map(|mut d| d.next().is_some()).unwrap_or(false);
+    anyhow::ensure!(
+        !metrics && !checkpoints,
+        "{} already holds a run (metrics or checkpoints); continue it with `rifle run --resume {}`, or choose another --out",
+        dir.display(),
+        dir.display()
+    );
+    Ok(())
 }
 
 /// Builds and trains a loaded pipeline in `dir`.

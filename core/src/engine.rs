@@ -431,10 +431,11 @@ impl Trainer {
         // statistics (to NaN, for a NaN batch): keep a copy to put back.
         let buffers = (self.on_nonfinite == OnNonFinite::Skip).then(|| Buffers::copy(ctx.net));
         let chain = Chain { strategies: &self.strategies, failure: RefCell::new(None) };
-        let logits = autocast(self.amp, || ctx.net.forward(&batch.images, true, &chain));
+        let logits = autocast(self.amp, || ctx.net.try_forward(&batch.images, true, &chain));
         if let Some(e) = chain.failure.into_inner() {
             return Err(e.context(format!("step {}: forward pass", self.state.step)));
         }
+        let logits = logits.with_context(|| format!("step {}: forward pass", self.state.step))?;
         let loss = loss(&self.task, &logits.to_kind(Kind::Float), &batch);
         let loss_value = loss.double_value(&[]);
         self.state.last_lrs = ctx.lrs.to_vec();
@@ -557,12 +558,14 @@ impl Trainer {
             }
             meters.skipped_images += host.skipped;
             let targets = host.targets.to_device(device);
-            let (logits, loss_value) = tch::no_grad(|| {
-                let logits = autocast(self.amp, || self.net.forward(&host.inputs.to_device(device), false, &chain)).to_kind(Kind::Float);
+            let (logits, loss_value) = tch::no_grad(|| -> Result<(Tensor, f64)> {
+                let logits = autocast(self.amp, || self.net.try_forward(&host.inputs.to_device(device), false, &chain))
+                    .with_context(|| format!("epoch {epoch}: evaluating the test split"))?
+                    .to_kind(Kind::Float);
                 let batch = Batch { images: Tensor::new(), labels: targets.shallow_clone(), soft_targets: None };
                 let l = loss(&self.task, &logits, &batch).double_value(&[]);
-                (logits, l)
-            });
+                Ok((logits, l))
+            })?;
             meters.add(&self.task, &logits, &targets, loss_value);
         }
         if let Some(e) = chain.failure.into_inner() {

@@ -51,6 +51,16 @@ impl Net {
         features.linear(&weight, self.head_bias.as_ref())
     }
 
+    /// `forward`, with libtorch's errors (an input too small for the network, a wrong shape) returned as
+    /// errors naming the input's shape instead of panicking.
+    pub fn try_forward(&self, x: &Tensor, train: bool, perturb: &dyn Perturb) -> Result<Tensor> {
+        crate::registry::contain(|| self.forward(x, train, perturb)).map_err(|message| {
+            // tch's message is libtorch's, followed by a C++ backtrace: the first line says what went wrong.
+            let first = message.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+            anyhow::anyhow!("the network cannot take an input of shape {:?} (batch, channels, height, width): {first}", x.size())
+        })
+    }
+
     /// Re-initialises the head in place (under no_grad), drawing from torch's generator.
     pub fn reinit_head(&mut self, init: HeadInit) {
         let fan_in = self.head_weight.size()[1] as f64;

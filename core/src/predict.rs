@@ -68,7 +68,7 @@ pub fn predict(model: &Path, images: &[PathBuf], weights: Option<&Path>, top_k: 
         let mut buf = vec![0f32; 3 * (w * h) as usize];
         data.normalize.write_chw(&image, &mut buf);
         let x = Tensor::from_slice(&buf).view([1, 3, i64::from(h), i64::from(w)]);
-        let y = tch::no_grad(|| net.forward(&x, false, &chain)).to_kind(Kind::Double).squeeze_dim(0);
+        let y = tch::no_grad(|| net.try_forward(&x, false, &chain)).with_context(|| format!("{}", path.display()))?.to_kind(Kind::Double).squeeze_dim(0);
         let values: Vec<f64> = Vec::try_from(&y)?;
         if logits {
             out.push_str(&serde_json::to_string(&serde_json::json!({"image": path.display().to_string(), "logits": values}))?);

@@ -152,7 +152,31 @@ impl Entry {
 
 /// Runs a plugin's code, turning a panic into an error that names the plugin and the hook.
 pub fn guard<T>(plugin: &str, hook: &str, f: impl FnOnce() -> T) -> Result<T> {
-    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| anyhow!("plugin `{plugin}` panicked in {hook}: {}", panic_message(payload.as_ref())))
+    contain(f).map_err(|message| anyhow!("plugin `{plugin}` panicked in {hook}: {message}"))
+}
+
+thread_local! {
+    /// Whether this thread is inside `contain`, where a panic becomes an error that says it all.
+    static CONTAINED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`; a panic in it (a plugin's, or tch's on a libtorch error) comes back as its message.
+pub fn contain<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    let outer = CONTAINED.with(|c| c.replace(true));
+    let result = catch_unwind(AssertUnwindSafe(f)).map_err(|payload| panic_message(payload.as_ref()));
+    CONTAINED.with(|c| c.set(outer));
+    result
+}
+
+/// The process's panic hook: silent for panics `contain` turns into errors (no stray "panicked at" and
+/// backtrace above the error), the default report for every other one.
+pub fn install_panic_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !CONTAINED.with(|c| c.get()) {
+            default(info)
+        }
+    }));
 }
 
 /// The text of a panic's payload.

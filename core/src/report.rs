@@ -100,12 +100,12 @@ fn read_run(dir: &Path) -> Result<RunResult> {
     Ok(RunResult { dir: dir.to_path_buf(), labels, probes, planned_epochs, epochs, records })
 }
 
-/// mean, sample standard deviation (0 for one value), count.
-pub fn mean_std(values: &[f64]) -> (f64, f64, usize) {
+/// mean, sample standard deviation (undefined, `None`, for fewer than two values), count.
+pub fn mean_std(values: &[f64]) -> (f64, Option<f64>, usize) {
     let n = values.len();
     let mean = values.iter().sum::<f64>() / n.max(1) as f64;
-    let var = if n > 1 { values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64 } else { 0.0 };
-    (mean, var.sqrt(), n)
+    let std = (n > 1).then(|| (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt());
+    (mean, std, n)
 }
 
 /// A table of cells keyed by (row label, column label).
@@ -141,10 +141,11 @@ impl Table {
         match self.cells.get(&(r.to_string(), c.to_string())) {
             Some(v) => {
                 let (m, s, n) = mean_std(v);
-                if precision == 0 {
-                    format!("{m:.3e} ± {s:.1e} ({n})")
-                } else {
-                    format!("{m:.precision$} ± {s:.precision$} ({n})")
+                match (precision, s) {
+                    (0, Some(s)) => format!("{m:.3e} ± {s:.1e} ({n})"),
+                    (0, None) => format!("{m:.3e} ({n})"),
+                    (_, Some(s)) => format!("{m:.precision$} ± {s:.precision$} ({n})"),
+                    (_, None) => format!("{m:.precision$} ({n})"),
                 }
             }
             None => "–".into(),
@@ -168,7 +169,8 @@ impl Table {
     pub fn csv(&self, group: &str, w: &mut csv::Writer<Vec<u8>>) -> Result<()> {
         for ((r, c), v) in &self.cells {
             let (m, s, n) = mean_std(v);
-            w.write_record([self.key.as_str(), group, r, c, &m.to_string(), &s.to_string(), &n.to_string()])?;
+            let s = s.map(|s| s.to_string()).unwrap_or_default();
+            w.write_record([self.key.as_str(), group, r, c, &m.to_string(), &s, &n.to_string()])?;
         }
         Ok(())
     }
@@ -205,6 +207,14 @@ pub fn write(paths: &[PathBuf], out: &Path, layout: &Layout, reference: Option<&
     let (row, col) = (layout.rows, layout.cols);
     let all = collect(paths)?;
     let runs: Vec<&RunResult> = all.iter().filter(|r| r.finished()).collect();
+    for axis in [Some(row), Some(col), layout.group].into_iter().flatten() {
+        let known: std::collections::BTreeSet<&str> = all.iter().flat_map(|r| r.labels.keys().map(String::as_str)).collect();
+        anyhow::ensure!(
+            known.contains(axis),
+            "no run has the label `{axis}`; the runs' labels are: {}",
+            known.into_iter().collect::<Vec<_>>().join(", ")
+        );
+    }
     let unfinished = all.len() - runs.len();
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut md = format!("## Report: {} finished runs", runs.len());

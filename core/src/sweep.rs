@@ -160,6 +160,17 @@ pub fn load(file: &Path) -> Result<Sweep> {
             (None, _) => bail!("{}: axis `{}` has no key, so its values must map labels to overrides (or list labels)", file.display(), axis.name),
         };
         anyhow::ensure!(!choices.is_empty(), "{}: axis `{}` has no values", file.display(), axis.name);
+        anyhow::ensure!(!axes.iter().any(|(name, _)| *name == axis.name), "{}: two axes are named `{}`", file.display(), axis.name);
+        for (i, (label, _, _)) in choices.iter().enumerate() {
+            // Labels name run directories: one path component, and no two alike (they would share one run).
+            anyhow::ensure!(
+                !label.is_empty() && !label.contains(['/', '\\', ',']) && label != "." && label != "..",
+                "{}: axis `{}`, value `{label}`: a label names a run directory, so it cannot be empty, `.`, `..` or hold `/`, `\\` or `,`",
+                file.display(),
+                axis.name
+            );
+            anyhow::ensure!(!choices[..i].iter().any(|(l, _, _)| l == label), "{}: axis `{}` lists `{label}` twice", file.display(), axis.name);
+        }
         axes.push((axis.name.clone(), choices));
     }
     let common = spec.set.iter().map(|(k, v)| assignment(k, v)).collect::<Result<Vec<_>>>()?;

@@ -104,6 +104,17 @@ fn build(p: &Params) -> Result<Built> {
     let max_label = train_labels.iter().chain(&test_labels).copied().max().unwrap_or(0);
     let mut classes = p.strs("classes")?;
     if classes.is_empty() {
+        // Without names, the labels define the classes: every one of 0..=max must occur in training, or a
+        // corrupt byte (255) would silently make a 256-class head.
+        let mut seen = vec![false; max_label + 1];
+        train_labels.iter().for_each(|&l| seen[l] = true);
+        if let Some(missing) = seen.iter().position(|s| !s) {
+            bail!(
+                "{}: the labels go up to {max_label}, but label {missing} never occurs in {}; is a label file corrupt? (name the classes with `classes` to allow unused ones)",
+                p.origin,
+                p.path("train_labels")?.display()
+            );
+        }
         classes = (0..=max_label).map(|c| c.to_string()).collect();
     }
     ensure!(

@@ -578,9 +578,17 @@ fn load_plugins(pipeline: &mut Pipeline, spans: &SpanIndex, extra: &[PathBuf]) -
     let mut errors = Vec::new();
     let from_env = crate::dynamic::from_env().map_err(|e| PipelineError(vec![Diagnostic { span: None, path: String::new(), message: format!("{e:#}") }]))?;
     let mut libraries: Vec<(PathBuf, String)> = from_env.into_iter().map(|p| (p, "RIFLE_PLUGIN_PATH".into())).collect();
-    libraries.extend(extra.iter().map(|p| (p.clone(), "--plugin".into())));
+    // Libraries given with --plugin join the pipeline's own list (absolute), so the recorded pipeline
+    // names them: resuming the run or predicting with it loads them again.
+    let own = pipeline.plugins.len();
+    for lib in extra {
+        let absolute = std::path::absolute(lib).unwrap_or_else(|_| lib.clone()).display().to_string();
+        if !pipeline.plugins.contains(&absolute) {
+            pipeline.plugins.push(absolute);
+        }
+    }
     for (i, lib) in pipeline.plugins.iter_mut().enumerate() {
-        let at = index("plugins", i);
+        let at = if i < own { index("plugins", i) } else { "--plugin".to_string() };
         match file_path(lib, spans.value(&at)) {
             Ok(p) => {
                 *lib = p.display().to_string();
@@ -884,13 +892,24 @@ fn check_pipeline(p: &Pipeline, plugins: &Plugins, spans: &SpanIndex) -> Checked
     );
     check((0.0..1.0).contains(&p.optimizer.momentum), "optimizer.momentum", format!("must be in [0, 1), found {}", p.optimizer.momentum));
     check(!p.optimizer.nesterov || p.optimizer.momentum > 0.0, "optimizer.nesterov", "Nesterov momentum needs optimizer.momentum > 0".into());
-    for name in p.optimizer.groups.keys() {
+    let non_negative = |v: f64| v >= 0.0 && v.is_finite();
+    check(non_negative(p.optimizer.weight_decay), "optimizer.weight_decay", format!("must be a non-negative number, found {}", p.optimizer.weight_decay));
+    check(p.optimizer.eps > 0.0 && p.optimizer.eps.is_finite(), "optimizer.eps", format!("must be a positive number, found {}", p.optimizer.eps));
+    for (i, b) in p.optimizer.betas.iter().enumerate() {
+        check((0.0..1.0).contains(b), &format!("optimizer.betas[{i}]"), format!("must be in [0, 1), found {b}"));
+    }
+    for (name, group) in &p.optimizer.groups {
         let at = child("optimizer.groups", name);
         check(
             ["backbone", "head"].contains(&name.as_str()),
             &at,
             format!("unknown parameter group `{name}`; groups are backbone and head{}", suggestion(name, ["backbone", "head"])),
         );
+        // 0 freezes a group; a negative multiplier would climb the loss.
+        check(non_negative(group.lr_mult), &child(&at, "lr_mult"), format!("must be a non-negative number (0 freezes the group), found {}", group.lr_mult));
+        if let Some(wd) = group.weight_decay {
+            check(non_negative(wd), &child(&at, "weight_decay"), format!("must be a non-negative number, found {wd}"));
+        }
     }
     for (use_, groups) in &plugins.schedulers {
         for g in groups {

@@ -99,8 +99,9 @@ fn read_blob(bytes: &[u8]) -> Result<Blob> {
         None => [1, 2, 3, 4].iter().map(|&f| Ok(pb::varints(get(f))?.last().copied().unwrap_or(0) as i64)).collect::<Result<_>>()?,
     };
     let data = if get(5).is_empty() && !get(8).is_empty() { pb::doubles(get(8))?.into_iter().map(|d| d as f32).collect() } else { pb::floats(get(5))? };
-    let numel: i64 = shape.iter().product();
-    ensure!(numel == data.len() as i64, "shape {shape:?} needs {numel} values, the blob holds {}", data.len());
+    // Dimensions come from the file: each must be a non-negative i64 and their product must not overflow.
+    let numel = shape.iter().try_fold(1i64, |n, &d| if d >= 0 { n.checked_mul(d) } else { None });
+    ensure!(numel == Some(data.len() as i64), "shape {shape:?} does not fit the {} values the blob holds", data.len());
     Ok(Blob { shape, data })
 }
 

@@ -42,6 +42,8 @@ pub fn read_caffe(input: &Path) -> Result<Vec<caffe::Layer>> {
 
 /// Converts a `.caffemodel` into `output`; returns a report to print.
 pub fn caffe(input: &Path, output: &Path, options: &CaffeOptions) -> Result<String> {
+    let same = |a: &Path, b: &Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b);
+    anyhow::ensure!(!same(input, output), "{}: the output would overwrite the model being converted; give another file", output.display());
     let layers = read_caffe(input)?;
     let tensors = caffe::to_resnet(&layers).with_context(|| format!("{}", input.display()))?;
     check_fits(&tensors, options.arch).with_context(|| format!("{}: does not fit `arch: {}`", input.display(), options.arch))?;
