@@ -233,10 +233,11 @@ pub fn run(pipeline: Option<&Path>, set: &[String], out: Option<PathBuf>, resume
         Some(dir) => {
             let recorded = dir.join("pipeline.yaml");
             anyhow::ensure!(recorded.exists(), "{}: not a run directory (no pipeline.yaml)", dir.display());
-            // A resumed run continues its recorded pipeline; anything else would make pipeline.yaml lie.
+            // A resumed run continues its recorded pipeline; anything else would make pipeline.yaml lie. The
+            // device is where it runs, not what it computes (a sweep resumes a run on whichever GPU is free).
             anyhow::ensure!(
-                set.is_empty() && options.out.is_none(),
-                "--resume continues {} exactly as recorded: --set and --out do not apply (start a new run with the changed pipeline instead)",
+                set.iter().all(|s| s.starts_with("device=")) && options.out.is_none(),
+                "--resume continues {} exactly as recorded: --out and --set (other than device=) do not apply (start a new run with the changed pipeline instead)",
                 recorded.display()
             );
             let loaded = load(&recorded, set, plugins)?;

@@ -273,12 +273,13 @@ impl Sweep {
                 let slot = free.pop().expect("a free slot");
                 let mut cmd = Command::new(rifle);
                 if dir.join("checkpoints/last.safetensors").exists() {
+                    // The run's recorded pipeline already holds the sweep's overrides.
                     cmd.arg("run").arg("--resume").arg(&dir);
                 } else {
                     cmd.arg("run").arg(dir.join("sweep-pipeline.yaml")).arg("--out").arg(&dir);
-                }
-                for s in &run.set {
-                    cmd.arg("--set").arg(s);
+                    for s in &run.set {
+                        cmd.arg("--set").arg(s);
+                    }
                 }
                 if let Some(device) = devices.get(slot) {
                     cmd.arg("--set").arg(format!("device={device}"));
@@ -414,5 +415,22 @@ mod tests {
         std::fs::write(&file, "base: missing.yaml\naxes: []\n").unwrap();
         let err = load(&file).err().unwrap().to_string();
         assert!(err.contains("at least one axis"), "{err}");
+    }
+
+    #[test]
+    fn labels_name_distinct_run_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("base.yaml"), "epochs: 1\n").unwrap();
+        let file = dir.path().join("bad.sweep.yaml");
+        let error = |axes: &str| {
+            std::fs::write(&file, format!("base: base.yaml\naxes:\n{axes}")).unwrap();
+            load(&file).err().expect("the sweep must be refused").to_string()
+        };
+        let e = error("  - {name: seed, key: seed, values: [0, 0]}\n");
+        assert!(e.ends_with("axis `seed` lists `0` twice"), "{e}");
+        let e = error("  - {name: seed, key: seed, values: [0]}\n  - {name: seed, key: dataset.mock.seed, values: [1]}\n");
+        assert!(e.ends_with("two axes are named `seed`"), "{e}");
+        let e = error("  - name: data\n    values: {../../evil: {}}\n");
+        assert!(e.contains("axis `data`, value `../../evil`: a label names a run directory"), "{e}");
     }
 }

@@ -109,3 +109,16 @@ fn bad_files_are_errors_that_name_them() {
     let e = err("size: 0");
     assert!(e.contains("test-labels: broken gzip data"), "{e}");
 }
+
+#[test]
+fn a_label_far_above_the_others_is_refused_unless_the_classes_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    split(dir.path(), "test", 3, false);
+    // Labels 0, 1, 2, 255: a corrupt byte that would otherwise make a 256-class head.
+    std::fs::write(dir.path().join("train-images"), idx(&[4, 4, 3], &[0; 48])).unwrap();
+    std::fs::write(dir.path().join("train-labels"), idx(&[4], &[0, 1, 2, 255])).unwrap();
+    let e = format!("{:#}", build(dir.path(), "size: 0").err().expect("refused"));
+    assert!(e.contains("the labels go up to 255, but label 3 never occurs in") && e.contains("train-labels; is a label file corrupt?"), "{e}");
+    let names: Vec<String> = (0..256).map(|c| format!("c{c}")).collect();
+    assert!(build(dir.path(), &format!("classes: [{}]", names.join(", "))).is_ok(), "named classes may be unused");
+}

@@ -308,3 +308,12 @@ fn amp_bf16_is_refused_with_the_reason_and_amp_is_a_no_op_on_the_cpu() {
     // fp16 loads; on the CPU the run trains in fp32 (the engine logs that).
     assert_eq!(ok(&format!("{BASE}amp: fp16\n"), &[]).pipeline.amp, rifle_core::config::Amp::Fp16);
 }
+
+#[test]
+fn optimizer_values_out_of_range_are_errors() {
+    let e = error(&BASE.replace("  lr: 0.1\n", "  lr: 0.1\n  weight_decay: -1\n  groups: {backbone: {lr_mult: -1}}\n"), &[]);
+    assert!(e.contains("p.yaml:9:17: optimizer.weight_decay: must be a non-negative number, found -1"), "{e}");
+    assert!(e.contains("optimizer.groups.backbone.lr_mult: must be a non-negative number (0 freezes the group), found -1"), "{e}");
+    let e = error(BASE, &["optimizer.betas=[2, 0.9]", "optimizer.eps=0"]);
+    assert!(e.contains("optimizer.betas[0]: must be in [0, 1), found 2") && e.contains("optimizer.eps: must be a positive number, found 0"), "{e}");
+}

@@ -343,7 +343,12 @@ mod tests {
 
         let short = net(&[layer("conv_1", "Convolution", &[blob(&[2, 3, 1, 1], &[1.0; 5])], None)]);
         let err = format!("{:#}", read_layers(&short).unwrap_err());
-        assert!(err.contains("`conv_1`") && err.contains("needs 6 values"), "{err}");
+        assert!(err.contains("`conv_1`") && err.contains("shape [2, 3, 1, 1] does not fit the 5 values"), "{err}");
+        // Dimensions whose product overflows, and one that is negative as i64, are errors, not panics.
+        let huge = net(&[layer("conv_1", "Convolution", &[blob(&[1 << 40, 1 << 40], &[1.0])], None)]);
+        assert!(format!("{:#}", read_layers(&huge).unwrap_err()).contains("does not fit the 1 values"));
+        let negative = net(&[layer("fc", "InnerProduct", &[blob(&[u64::MAX, 0], &[])], None)]);
+        assert!(format!("{:#}", read_layers(&negative).unwrap_err()).contains("[-1, 0] does not fit the 0 values"));
 
         let lonely = net(&[layer("bn_1", "BatchNorm", &[blob(&[1], &[0.0]), blob(&[1], &[1.0]), blob(&[1], &[1.0])], None)]);
         let err = to_resnet(&read_layers(&lonely).unwrap()).unwrap_err().to_string();
