@@ -337,7 +337,8 @@ def main():
         sections.append("### Data loader alone (JPEG decode + resize + random crop + flip + normalise + collate, batch 32)")
         loader(args, sections, training_ips)
     if "gpu" in args.only:
-        sections.append(f"### GPU check (`{args.device}`): ResNet-50 @ 224, batch 32, SGD momentum 0.9, 100 classes")
+        arch, size = args.gpu_config[:2]
+        sections.append(f"### GPU check (`{args.device}`): {arch} @ {size}, batch 32, SGD momentum 0.9, 100 classes")
         gpu(args, sections)
     if "startup" in args.only:
         sections.append("### Start-up: `rifle run` to its first optimizer step")
