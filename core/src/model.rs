@@ -55,8 +55,10 @@ impl Net {
     /// errors naming the input's shape instead of panicking.
     pub fn try_forward(&self, x: &Tensor, train: bool, perturb: &dyn Perturb) -> Result<Tensor> {
         crate::registry::contain(|| self.forward(x, train, perturb)).map_err(|message| {
-            // tch's message is libtorch's, followed by a C++ backtrace: the first line says what went wrong.
-            let first = message.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+            // tch panics with `called Result::unwrap() on an Err value: Torch("<libtorch's message>\n<C++
+            // backtrace>")`, newlines escaped: libtorch's first line says what went wrong.
+            let libtorch = message.split_once("Torch(\"").map_or(message.as_str(), |(_, rest)| rest);
+            let first = libtorch.split("\\n").next().unwrap_or(libtorch).lines().next().unwrap_or("").trim();
             anyhow::anyhow!("the network cannot take an input of shape {:?} (batch, channels, height, width): {first}", x.size())
         })
     }

@@ -161,11 +161,25 @@ pub fn load(file: &Path) -> Result<Sweep> {
         };
         anyhow::ensure!(!choices.is_empty(), "{}: axis `{}` has no values", file.display(), axis.name);
         anyhow::ensure!(!axes.iter().any(|(name, _)| *name == axis.name), "{}: two axes are named `{}`", file.display(), axis.name);
+        // Axis names and labels make run directory names (`axis=label,axis=label`): one path component each.
+        let bad_part = |part: &str| part.is_empty() || part.contains(['/', '\\', ',', '=']) || part == "." || part == "..";
+        anyhow::ensure!(
+            !bad_part(&axis.name),
+            "{}: axis `{}`: an axis name is part of run directory names, so it cannot be empty, `.`, `..` or hold `/`, `\\`, `,` or `=`",
+            file.display(),
+            axis.name
+        );
+        if let Some(keys) = &axis.key {
+            for key in keys.list() {
+                let other = spec.axes.iter().take_while(|a| a.name != axis.name).find(|a| a.key.as_ref().is_some_and(|k| k.list().contains(&key)));
+                anyhow::ensure!(other.is_none(), "{}: axes `{}` and `{}` both set `{key}`; the second would silently win", file.display(), other.map_or("", |a| a.name.as_str()), axis.name);
+            }
+        }
         for (i, (label, _, _)) in choices.iter().enumerate() {
-            // Labels name run directories: one path component, and no two alike (they would share one run).
+            // No two labels alike: they would share one run directory.
             anyhow::ensure!(
-                !label.is_empty() && !label.contains(['/', '\\', ',']) && label != "." && label != "..",
-                "{}: axis `{}`, value `{label}`: a label names a run directory, so it cannot be empty, `.`, `..` or hold `/`, `\\` or `,`",
+                !bad_part(label),
+                "{}: axis `{}`, value `{label}`: a label names a run directory, so it cannot be empty, `.`, `..` or hold `/`, `\\`, `,` or `=`",
                 file.display(),
                 axis.name
             );
@@ -432,5 +446,9 @@ mod tests {
         assert!(e.ends_with("two axes are named `seed`"), "{e}");
         let e = error("  - name: data\n    values: {../../evil: {}}\n");
         assert!(e.contains("axis `data`, value `../../evil`: a label names a run directory"), "{e}");
+        let e = error("  - {name: ../n, key: seed, values: [0]}\n");
+        assert!(e.contains("axis `../n`: an axis name is part of run directory names"), "{e}");
+        let e = error("  - {name: s1, key: seed, values: [0]}\n  - {name: s2, key: [dataset.mock.seed, seed], values: [1]}\n");
+        assert!(e.ends_with("axes `s1` and `s2` both set `seed`; the second would silently win"), "{e}");
     }
 }
