@@ -5,7 +5,7 @@
 # stripped; the bundle with this repository's tracked files stays under 64 MiB):
 #
 #   bench/gpu-check.sh             CUDA detected; the mock pipeline trains on the GPU; ResNet-50 @ 224 batch 32
-#                                  training img/s in fp32, autocast fp16, (PyTorch only) bf16 and channels-last,
+#                                  training img/s in fp32, autocast fp16 and bf16, (PyTorch only) channels-last,
 #                                  rifle and PyTorch eager interleaved, 3 pairs each; ~5 minutes on an H200
 #   bench/gpu-check.sh --dry-run   the same script on the CPU with tiny sizes (checks the bundle, the library
 #                                  path and the runner; measures nothing); PYTHON= a Python with torch 2.11

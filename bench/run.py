@@ -264,7 +264,7 @@ def gpu(args, notes):
     variants = [
         ("fp32", [], []),
         ("autocast fp16 (loss scaling)", ["--set", "amp=fp16"], ["--amp", "fp16"]),
-        ("autocast bf16", None, ["--amp", "bf16"]),
+        ("autocast bf16", ["--set", "amp=bf16"], ["--amp", "bf16"]),
         ("fp32, channels-last", None, ["--channels-last"]),
     ]
     for label, rifle_flags, python_flags in variants:

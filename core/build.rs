@@ -1,11 +1,13 @@
 //! Build script of rifle-core: puts the libtorch library directory in the binaries' rpath (so `rifle` runs
-//! from a fresh shell) and stamps the plugin ABI (see `dynamic.rs`).
+//! from a fresh shell), compiles the few libtorch calls tch does not bind (`csrc/extras.cpp`, see
+//! `extras.rs`), and stamps the plugin ABI (see `dynamic.rs`).
 use std::{env, fs, path::Path};
 
 include!("build_support.rs");
 
 fn main() {
     link_libtorch();
+    compile_extras();
 
     // The plugin ABI fingerprint: the text of the files that define what crosses the dynamic-plugin boundary.
     // Any edit to them changes the fingerprint, so a library built against another revision is refused even
@@ -27,4 +29,23 @@ fn main() {
         .unwrap_or_else(|_| "unknown".into());
     println!("cargo:rustc-env=RIFLE_RUSTC_VERSION={version}");
     println!("cargo:rustc-env=RIFLE_BUILD_PROFILE={}", env::var("PROFILE").unwrap_or_default());
+}
+
+/// Compiles `csrc/extras.cpp` against the libtorch tree torch-sys links (its headers sit beside `lib/`),
+/// with the same C++ standard and ABI flags as torch-sys's own shim.
+fn compile_extras() {
+    println!("cargo:rerun-if-changed=csrc/extras.cpp");
+    println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
+    let lib = env::var("DEP_TCH_LIBTORCH_LIB").expect("torch-sys did not say where libtorch is");
+    let include = Path::new(&lib).parent().expect("libtorch's lib directory has a parent").join("include");
+    let abi = env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());
+    cc::Build::new()
+        .cpp(true)
+        .file("csrc/extras.cpp")
+        .include(&include)
+        .flag("-std=c++17")
+        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
+        .flag("-DGLOG_USE_GLOG_EXPORT")
+        .warnings(false)
+        .compile("rifle_extras");
 }

@@ -4,8 +4,8 @@
 //! libtorch kernel per tensor before the regularizers, hooks and optimizer see them; a step whose scaled
 //! gradients overflowed is skipped and the scale halved; after 2000 good steps in a row it doubles.
 //!
-//! `bf16` is refused: tch 0.24 reaches autocast only through `at::autocast::set_enabled`, whose dtype on
-//! CUDA is float16, and libtorch's `set_autocast_dtype` has no binding in torch-sys.
+//! `bf16` runs the forward passes under CUDA autocast to bfloat16 (its dtype set through `extras.rs`, which
+//! tch does not bind) with no loss scaling: bfloat16 has float32's exponent range.
 //! On the CPU, `amp` does nothing (tch's autocast is CUDA-only); the run says so once.
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};

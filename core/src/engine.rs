@@ -415,6 +415,8 @@ impl Trainer {
         // Every random draw of this step (dropout masks, re-initialisations, label noise) comes from a
         // generator seeded by (seed, step): the same in a resumed run as in a straight one.
         tch::manual_seed(step_seed(self.seed, self.state.step));
+        // No gradient memory is held through the forward pass; backward writes fresh gradients.
+        self.optimizer.release_grads();
         let true_labels = host.targets.shallow_clone();
         let mut batch = Batch { images: host.inputs.to_device(device), labels: host.targets.to_device(device), soft_targets: None };
         let progress = self.progress();
@@ -442,7 +444,6 @@ impl Trainer {
         if !loss_value.is_finite() {
             return self.nonfinite("loss", buffers);
         }
-        ctx.optimizer.zero_grad();
         let scaler = (self.amp == Amp::Fp16).then(|| self.state.loss_scale.get_or_insert_with(LossScale::default));
         match &scaler {
             Some(s) => (&loss * s.scale).backward(),
@@ -455,7 +456,7 @@ impl Trainer {
             scaler.update(finite);
             if !finite {
                 tracing::debug!("step {}: fp16 gradients overflowed; step skipped, loss scale now {}", self.state.step, scaler.scale);
-                ctx.optimizer.zero_grad();
+                ctx.optimizer.release_grads();
                 self.write_records(records)?;
                 self.state.meters.add(&self.task, &logits, &true_labels.to_device(device), loss_value);
                 return Ok(());
@@ -472,7 +473,7 @@ impl Trainer {
         }
         // Checked last, on the gradients the optimizer is about to use (regularizers and hooks included).
         if !grads_finite(ctx.optimizer) {
-            ctx.optimizer.zero_grad();
+            ctx.optimizer.release_grads();
             return self.nonfinite("gradient", buffers);
         }
         self.state.last_lrs = ctx.lrs.to_vec();
@@ -635,11 +636,14 @@ fn gradients(optimizer: &Optimizer) -> Vec<Tensor> {
     optimizer.groups.iter().flat_map(|g| g.params.iter()).map(|(_, p)| p.grad()).filter(|g| g.defined()).collect()
 }
 
-/// Runs a forward pass under CUDA autocast (float16) for `amp: fp16`; `amp` is `off` on the CPU.
-fn autocast<T>(amp: Amp, f: impl FnOnce() -> T) -> T {
-    if amp == Amp::Fp16 {
-        tch::autocast(true, f)
-    } else {
-        f()
+/// Runs a forward pass under CUDA autocast for `amp: fp16` or `bf16` (`amp` is `off` on the CPU). The dtype
+/// is set on every call: libtorch keeps it per thread.
+fn autocast<T>(amp: Amp, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match amp {
+        Amp::Off => f(),
+        Amp::Fp16 | Amp::Bf16 => {
+            crate::extras::set_cuda_autocast_bf16(amp == Amp::Bf16)?;
+            tch::autocast(true, f)
+        }
     }
 }

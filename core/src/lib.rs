@@ -10,6 +10,7 @@ pub mod convert;
 pub mod data;
 pub mod dynamic;
 pub mod engine;
+pub mod extras;
 pub mod logging;
 pub mod metrics;
 pub mod model;

@@ -78,6 +78,17 @@ impl Optimizer {
         }
     }
 
+    /// Releases every gradient (PyTorch's `zero_grad(set_to_none=True)`): the forward pass then runs with
+    /// no gradient memory held, and backward writes fresh gradients instead of adding into zeroed ones.
+    /// A parameter that gets no gradient in the next backward is then skipped by `step`, as in PyTorch.
+    pub fn release_grads(&mut self) {
+        for group in &mut self.groups {
+            for (_, p) in &mut group.params {
+                crate::extras::release_grad(p);
+            }
+        }
+    }
+
     /// One update with this step's learning rate per group.
     pub fn step(&mut self, lrs: &[f64]) {
         tch::no_grad(|| {

@@ -166,7 +166,9 @@ impl ResNet {
 
 impl Network for ResNet {
     fn features(&self, x: &Tensor, train: bool, perturb: &dyn Perturb) -> Tensor {
-        let mut x = self.stem.forward(x, train).relu();
+        // ReLUs run in place on the fresh outputs of BatchNorm and of the residual sum (as torchvision's
+        // `inplace=True`): one activation-sized allocation less each, which is time and memory on the CPU.
+        let mut x = self.stem.forward(x, train).relu_();
         x = if self.config.maxpool_ceil { x.max_pool2d([3, 3], [2, 2], [0, 0], [1, 1], true) } else { x.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false) };
         let total: usize = self.config.blocks.iter().sum();
         let mut index = 0;
@@ -177,14 +179,14 @@ impl Network for ResNet {
                 for (i, cb) in block.convs.iter().enumerate() {
                     r = cb.forward(&r, train);
                     if i < last {
-                        r = r.relu();
+                        r = r.relu_();
                     }
                 }
                 let shortcut = match &block.downsample {
                     Some(d) => d.forward(&x, train),
                     None => x.shallow_clone(),
                 };
-                x = (perturb.residual(index, total, r, train) + shortcut).relu();
+                x = (perturb.residual(index, total, r, train) + shortcut).relu_();
                 index += 1;
             }
             x = perturb.stage_output(s, x, train);

@@ -64,7 +64,9 @@ impl Perturb for StochasticDepth {
             if draw < survival {
                 residual / survival
             } else {
-                residual.zeros_like()
+                // Zero through the graph (as torchvision's `stochastic_depth`): the dropped block's
+                // parameters get zero gradients, so momentum and weight decay still move them.
+                residual * 0.0
             }
         }
     }

@@ -2,7 +2,7 @@
 //! valid keys and the closest one for unknown keys), or has the documented accepted meaning (YAML 1.1
 //! booleans where a string is expected, numbers in exponent form, merge keys, `extends`, `--set`). The
 //! resolved pipeline a run records runs again to the same result.
-use rifle_core::config::{load, Loaded};
+use rifle_core::config::{load, Amp, Loaded};
 use rifle_core::params::Value;
 use rifle_tests::{args, assert_same_tensors, exit_code, metrics_without_timings, mock_pipeline, plugin_lib, rifle, stderr, train, write_file, TINY};
 use std::path::{Path, PathBuf};
@@ -300,13 +300,11 @@ fn the_resolved_pipeline_runs_again_to_the_same_result() {
 }
 
 #[test]
-fn amp_bf16_is_refused_with_the_reason_and_amp_is_a_no_op_on_the_cpu() {
-    let e = error(&format!("{BASE}amp: bf16\n"), &[]);
-    assert!(e.starts_with("p.yaml:9:6: amp: bf16 is not available"), "{e}");
-    assert!(e.contains("use `fp16`"), "{e}");
-    assert_eq!(error(&format!("{BASE}amp: fp8\n"), &[]).lines().next().unwrap().split(": ").take(2).collect::<Vec<_>>(), ["p.yaml:9:6", "amp"]);
-    // fp16 loads; on the CPU the run trains in fp32 (the engine logs that).
-    assert_eq!(ok(&format!("{BASE}amp: fp16\n"), &[]).pipeline.amp, rifle_core::config::Amp::Fp16);
+fn amp_takes_off_fp16_or_bf16_and_nothing_else() {
+    let amp = |v: &str| ok(&format!("{BASE}amp: {v}\n"), &[]).pipeline.amp;
+    assert_eq!([amp("off"), amp("fp16"), amp("bf16")], [Amp::Off, Amp::Fp16, Amp::Bf16]);
+    let e = error(&format!("{BASE}amp: fp8\n"), &[]);
+    assert_eq!(e.lines().next().unwrap().split(": ").take(2).collect::<Vec<_>>(), ["p.yaml:9:6", "amp"], "{e}");
 }
 
 #[test]

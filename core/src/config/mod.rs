@@ -38,8 +38,8 @@ pub struct Pipeline {
     /// Evaluation batch size; 0 means `batch_size`.
     #[serde(default)]
     pub eval_batch_size: usize,
-    /// Mixed precision on CUDA: `off` or `fp16` (autocast with dynamic loss scaling; ignored on the CPU).
-    /// `bf16` is recognised and refused with the reason (see `amp.rs`).
+    /// Mixed precision on CUDA: `off`, `fp16` (autocast with dynamic loss scaling) or `bf16` (autocast, no
+    /// scaling); ignored on the CPU (see `amp.rs`).
     #[serde(default)]
     pub amp: Amp,
     pub backbone: Value,
@@ -922,11 +922,6 @@ fn check_pipeline(p: &Pipeline, plugins: &Plugins, spans: &SpanIndex) -> Checked
     }
     let device_ok = p.device == "auto" || p.device == "cpu" || p.device == "cuda" || p.device.strip_prefix("cuda:").is_some_and(|n| n.parse::<usize>().is_ok());
     check(device_ok, "device", format!("unknown device `{}`; use auto, cpu, cuda or cuda:N", p.device));
-    check(
-        p.amp != Amp::Bf16,
-        "amp",
-        "bf16 is not available: tch 0.24 can switch autocast on but not set its dtype, which is float16 on CUDA; use `fp16` (with loss scaling) or `off`".into(),
-    );
     check(p.data.workers >= 1, "data.workers", "must be at least 1".into());
     check(p.output.checkpoint_every >= 1, "output.checkpoint_every", "must be at least 1".into());
     for (i, s) in p.data.normalize.std.iter().enumerate() {
