@@ -42,4 +42,4 @@ if [ $DRY = 1 ]; then
   exec "$PYTHON" "$REPO/bench/run.py" --rifle "$RIFLE" --python "$PYTHON" --device cpu --only gpu --quick --pairs 1 \
     --out "$OUT/gpu-check.md"
 fi
-"$PYTHON" "$REPO/bench/run.py" --rifle "$RIFLE" --python "$PYTHON" --device cuda --only gpu --out "$OUT/gpu-check.md"
+"$PYTHON" "$REPO/bench/run.py" --rifle "$RIFLE" --python "$PYTHON" --device cuda --only gpu --pairs 3 --out "$OUT/gpu-check.md"

@@ -300,7 +300,7 @@ def main():
     parser.add_argument("--rifle", required=True)
     parser.add_argument("--python", required=True, help="the bench venv's python")
     parser.add_argument("--cache", default=os.environ.get("RIFLE_CACHE", os.path.expanduser("~/.cache/rifle")))
-    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--pairs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="cuda: the GPU section (--only gpu)")
