@@ -56,7 +56,7 @@ paper-mlp: build
 	$(RIFLE) report runs/paper-mlp/transfer --reference pipelines/paper/mlp/paper-values.yaml
 
 ## bench: rifle (release build) vs the PyTorch eager loop, interleaved; PyTorch 2.11 + torchvision 0.26 go into a
-## venv in the cache. Writes target/bench/results.md (BENCHMARKS.md quotes it). About 25 minutes on 2 cores.
+## venv in the cache. Writes target/bench/results.md (BENCHMARKS.md quotes it). On 2 cores: 16 min, 30 min cold.
 bench: setup
 	$(CARGO) build --release -p rifle-core --bin rifle
 	@bench/setup-venv.sh
