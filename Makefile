@@ -38,7 +38,7 @@ define compare
 endef
 STAMP := $(shell date +%Y%m%d-%H%M%S)
 
-## demo: ImageNet ResNet-50-1by2 fine-tuned on 1000 Fashion-MNIST images, L2 vs L2 + RIFLE (~8 min on 2 cores)
+## demo: ImageNet ResNet-50-1by2 fine-tuned on 1000 Fashion-MNIST images, L2 vs L2 + RIFLE (~5 min on 2 idle cores)
 demo: assets
 	$(call compare,pipelines/demo.yaml,runs/demo-$(STAMP))
 

@@ -232,6 +232,7 @@ pub fn run(pipeline: Option<&Path>, set: &[String], out: Option<PathBuf>, resume
     let (loaded, dir) = match &resume {
         Some(dir) => {
             let recorded = dir.join("pipeline.yaml");
+            anyhow::ensure!(dir.is_dir(), "--resume {}: no such directory", dir.display());
             anyhow::ensure!(recorded.exists(), "{}: not a run directory (no pipeline.yaml)", dir.display());
             // A resumed run continues its recorded pipeline; anything else would make pipeline.yaml lie. The
             // device is where it runs, not what it computes (a sweep resumes a run on whichever GPU is free).
@@ -252,6 +253,8 @@ pub fn run(pipeline: Option<&Path>, set: &[String], out: Option<PathBuf>, resume
         None => {
             let Some(p) = pipeline else { bail!("give a pipeline file, or --resume RUN_DIR") };
             let loaded = load(p, set, plugins)?;
+            // A device that is not there fails before a run directory exists.
+            crate::engine::device(&loaded.pipeline.device)?;
             let dir = match &options.out {
                 Some(dir) => {
                     refuse_finished_or_started_run(dir)?;
@@ -324,7 +327,7 @@ pub fn execute(loaded: &Loaded, dir: &Path, options: &RunOptions) -> Result<Summ
     }
     let summary = summary?;
     if summary.interrupted || options.stop.load(Ordering::Relaxed) {
-        eprintln!("stopped; resume with: rifle run --resume {}", summary.dir.display());
+        crate::logging::line(&format!("stopped; resume with: rifle run --resume {}", summary.dir.display()));
     } else {
         let pct = |v: Option<f64>| v.map(|x| format!("{:.2}%", 100.0 * x)).unwrap_or_else(|| "-".into());
         eprintln!(

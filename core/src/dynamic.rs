@@ -96,7 +96,7 @@ pub fn load(path: &Path) -> Result<Vec<&'static str>> {
     // SAFETY: loading runs the library's initialisers; a library that is not a rifle plugin is refused
     // before any of its Rust code is called.
     let lib = unsafe { libloading::Library::new(&canonical) }
-        .map_err(|e| anyhow!("plugin library {shown}: cannot load: {e}"))?;
+        .with_context(|| format!("plugin library {shown}: cannot load"))?;
     let host = stamp();
     let theirs = {
         // SAFETY: the stamp function is `extern "C" fn() -> *const c_char` by contract of export_plugins!.

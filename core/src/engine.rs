@@ -127,7 +127,7 @@ impl Trainer {
         let p = &loaded.pipeline;
         let device = device(&p.device)?;
         let amp = if p.amp != Amp::Off && device == Device::Cpu {
-            tracing::warn!("amp: {:?} applies on CUDA only; training in fp32 on the CPU", p.amp);
+            tracing::warn!("amp: {} applies on CUDA only; training in fp32 on the CPU", format!("{:?}", p.amp).to_lowercase());
             Amp::Off
         } else {
             p.amp

@@ -11,6 +11,12 @@ pub fn tee_to(file: File) {
     *RUN_LOG.lock().unwrap_or_else(|e| e.into_inner()) = Some(file);
 }
 
+/// Prints a line to stderr and, once a run has one, to its `log.txt`: how a run ended belongs in its log
+/// (an error, a stop by signal), not only on the terminal.
+pub fn line(text: &str) {
+    let _ = writeln!(Tee, "{text}");
+}
+
 pub struct Tee;
 
 impl Write for Tee {

@@ -7,7 +7,7 @@ fn main() {
     match rifle_core::cli::main(cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            rifle_core::logging::line(&format!("error: {e:#}"));
             std::process::exit(1);
         }
     }

@@ -82,7 +82,7 @@ fn unknown_keys_list_the_valid_ones_and_suggest_the_closest() {
 fn integer_fields_refuse_floats() {
     let e = error(&BASE.replace("epochs: 1", "epochs: 2.0"), &[]);
     assert!(e.starts_with("p.yaml:1:9: epochs: invalid type: floating point `2"), "{e}");
-    assert!(e.ends_with("expected usize (this key takes an integer)"), "{e}");
+    assert!(e.ends_with("expected a non-negative integer (this key takes an integer)"), "{e}");
     assert_eq!(error(&BASE.replace("classes: 4", "classes: 4.0"), &[]), "p.yaml:6:19: dataset.mock.classes: expected an integer, found the float 4.0");
     // An exponent makes a float, even when its value is whole.
     assert_eq!(error(&BASE.replace("classes: 4", "classes: 1e1"), &[]), "p.yaml:6:19: dataset.mock.classes: expected an integer, found the float 10.0");
@@ -90,14 +90,14 @@ fn integer_fields_refuse_floats() {
 
 #[test]
 fn a_quoted_number_where_a_number_is_expected_is_an_error() {
-    assert_eq!(error(&BASE.replace("lr: 0.1", "lr: \"0.1\""), &[]), "p.yaml:8:7: optimizer.lr: invalid type: string \"0.1\", expected f64 (numbers must not be quoted)");
-    assert_eq!(error(&BASE.replace("epochs: 1", "epochs: '3'"), &[]), "p.yaml:1:9: epochs: invalid type: string \"3\", expected usize (numbers must not be quoted)");
+    assert_eq!(error(&BASE.replace("lr: 0.1", "lr: \"0.1\""), &[]), "p.yaml:8:7: optimizer.lr: invalid type: string \"0.1\", expected a number (numbers must not be quoted)");
+    assert_eq!(error(&BASE.replace("epochs: 1", "epochs: '3'"), &[]), "p.yaml:1:9: epochs: invalid type: string \"3\", expected a non-negative integer (numbers must not be quoted)");
     assert_eq!(
         error(&BASE.replace("size: 16", "size: \"16\""), &[]),
         "p.yaml:6:47: dataset.mock.size: expected an integer, found the string \"16\" (numbers must not be quoted)"
     );
     // A word is not a quoted number: no such hint.
-    assert_eq!(error(&BASE.replace("epochs: 1", "epochs: many"), &[]), "p.yaml:1:9: epochs: invalid type: string \"many\", expected usize");
+    assert_eq!(error(&BASE.replace("epochs: 1", "epochs: many"), &[]), "p.yaml:1:9: epochs: invalid type: string \"many\", expected a non-negative integer");
 }
 
 #[test]
@@ -190,7 +190,7 @@ fn anchors_and_merge_keys_with_explicit_keys_winning() {
     );
     // A wrong value in merged content: located at the anchor; the explicit override is checked where written.
     let e = error(&ANCHORS.replace("  momentum: 0.9", "  momentum: high"), &[]);
-    assert_eq!(e, "p.yaml:11:13: optimizer.momentum: invalid type: string \"high\", expected f64");
+    assert_eq!(e, "p.yaml:11:13: optimizer.momentum: invalid type: string \"high\", expected a number");
     // Other top-level keys stay errors.
     assert!(error(&format!("y-crop: 1\n{ANCHORS}"), &[]).starts_with("p.yaml:1:1: y-crop: unknown key `y-crop`"));
 }
@@ -215,7 +215,7 @@ fn extends_merges_a_base_and_reports_cycles_and_missing_files() {
     let bad_base = write_file(dir.path(), "bad_base.yaml", &BASE.replace("lr: 0.1", "lr: fast"));
     let extends_bad = write_file(dir.path(), "extends_bad.yaml", "extends: bad_base.yaml\nepochs: 2\n");
     let e = load(&extends_bad, &[], &[]).err().unwrap().to_string();
-    assert_eq!(e, format!("{}:8:7: optimizer.lr: invalid type: string \"fast\", expected f64", bad_base.display()));
+    assert_eq!(e, format!("{}:8:7: optimizer.lr: invalid type: string \"fast\", expected a number", bad_base.display()));
 
     let a = write_file(dir.path(), "a.yaml", "extends: b.yaml\nepochs: 2\n");
     let b = write_file(dir.path(), "b.yaml", "extends: a.yaml\n");
@@ -239,8 +239,8 @@ fn set_overrides_are_typed_like_the_file() {
     assert_eq!(loaded.pipeline.name, "no");
 
     let cases = [
-        ("epochs=3.5", "--set epochs=3.5: epochs: invalid type: floating point `3.5`, expected usize (this key takes an integer)"),
-        ("optimizer.lr=\"0.1\"", "--set optimizer.lr=\"0.1\": optimizer.lr: invalid type: string \"0.1\", expected f64 (numbers must not be quoted)"),
+        ("epochs=3.5", "--set epochs=3.5: epochs: invalid type: floating point `3.5`, expected a non-negative integer (this key takes an integer)"),
+        ("optimizer.lr=\"0.1\"", "--set optimizer.lr=\"0.1\": optimizer.lr: invalid type: string \"0.1\", expected a number (numbers must not be quoted)"),
         (
             "data.drop_last=no",
             "--set data.drop_last=no: data.drop_last: invalid type: string \"no\", expected a boolean (YAML 1.2 reads yes/no/on/off as strings: write true or false)",

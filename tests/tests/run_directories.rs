@@ -1,6 +1,7 @@
 //! Run directories are never written over: a second run into a folder that holds a run is refused (the
 //! first run's files are untouched), a resumed run continues its recorded pipeline exactly (no `--set`,
-//! no `--out`), and libraries given with `--plugin` are recorded so that the run's pipeline works alone.
+//! no `--out`), and libraries given with `--plugin` or found through `RIFLE_PLUGIN_PATH` are recorded so
+//! that the run's pipeline works alone. A run that cannot start leaves no folder; one that fails logs why.
 //! Also: an input too small for the network is an error, not a crash; reports of one run show no std.
 use rifle_tests::{args, exit_code, mock_pipeline, plugin_lib, rifle, set_args, stderr, write_rgb};
 use std::path::Path;
@@ -54,18 +55,49 @@ fn default_run_directories_are_distinct_even_within_one_second() {
 }
 
 #[test]
-fn a_plugin_given_on_the_command_line_is_recorded_in_the_run() {
+fn a_plugin_given_on_the_command_line_or_found_through_the_environment_is_recorded_in_the_run() {
     let dir = tempfile::tempdir().unwrap();
     let lib = plugin_lib("rifle_label_smoothing");
-    let mut a = args(&["run", mock_pipeline().to_str().unwrap(), "--out", "run", "--plugin", lib.to_str().unwrap()]);
-    a.extend(set_args(&["epochs=1", "strategies=[{label_smoothing: {epsilon: 0.1}}]"]));
+    // A folder of its own for RIFLE_PLUGIN_PATH (target/ also holds the deliberately mismatched library).
+    let libs = tempfile::tempdir().unwrap();
+    let copy = libs.path().join("librifle_label_smoothing.so");
+    std::fs::copy(&lib, &copy).unwrap();
+    let env = libs.path().display().to_string();
+    for (name, flags, vars) in [("flag", vec!["--plugin", lib.to_str().unwrap()], vec![]), ("env", vec![], vec![("RIFLE_PLUGIN_PATH", env.as_str())])] {
+        let mut a = args(&[&["run", mock_pipeline().to_str().unwrap(), "--out", name][..], &flags].concat());
+        a.extend(set_args(&["epochs=1", "strategies=[{label_smoothing: {epsilon: 0.1}}]"]));
+        let out = rifle(dir.path(), &a, &vars);
+        assert_eq!(exit_code(&out), 0, "{name}: {}", stderr(&out));
+        let recorded = dir.path().join(name).join("pipeline.yaml");
+        let text = std::fs::read_to_string(&recorded).unwrap();
+        let expected = if name == "flag" { &lib } else { &copy };
+        assert!(text.contains(&format!("plugins:\n- {}\n", expected.display())), "{name}: {text}");
+        let out = rifle(dir.path(), &args(&["validate", recorded.to_str().unwrap()]), &[]);
+        assert_eq!(exit_code(&out), 0, "{name}: the recorded pipeline loads without the flag or the variable: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn a_missing_device_leaves_no_run_directory_and_a_failed_run_logs_its_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = args(&["run", mock_pipeline().to_str().unwrap()]);
+    a.extend(set_args(&["output.dir=runs", "device=cuda:7"]));
     let out = rifle(dir.path(), &a, &[]);
-    assert_eq!(exit_code(&out), 0, "{}", stderr(&out));
-    let recorded = dir.path().join("run/pipeline.yaml");
-    let text = std::fs::read_to_string(&recorded).unwrap();
-    assert!(text.contains(&lib.display().to_string()), "{text}");
-    let out = rifle(dir.path(), &args(&["validate", recorded.to_str().unwrap()]), &[]);
-    assert_eq!(exit_code(&out), 0, "the recorded pipeline loads without --plugin: {}", stderr(&out));
+    assert_eq!(exit_code(&out), 1);
+    assert!(stderr(&out).contains("device `cuda:7` is not available"), "{}", stderr(&out));
+    assert!(!dir.path().join("runs").exists(), "a run directory was created for a run that could not start");
+
+    // A run that stops on an error says why in its own log, not only on the terminal.
+    let out = run_mock(dir.path(), "nan", &["optimizer.lr=1e30"]);
+    assert_eq!(exit_code(&out), 1);
+    let log = std::fs::read_to_string(dir.path().join("nan/log.txt")).unwrap();
+    let last = log.lines().last().unwrap();
+    assert!(last.starts_with("error: ") && last.contains("non-finite"), "{log}");
+    assert!(stderr(&out).contains(last), "{}", stderr(&out));
+
+    let out = rifle(dir.path(), &args(&["run", "--resume", "no-such-run"]), &[]);
+    assert_eq!(exit_code(&out), 1);
+    assert!(stderr(&out).contains("--resume no-such-run: no such directory"), "{}", stderr(&out));
 }
 
 #[test]

@@ -536,7 +536,14 @@ fn typed<T: serde::de::DeserializeOwned>(tree: &Value, spans: &SpanIndex) -> Che
             return fail(spans.value(&path).cloned(), &path, format!("missing required key `{field}`"));
         }
         let expected = message.rsplit("expected ").next().unwrap_or_default();
-        let numeric = ["u8", "u16", "u32", "u64", "usize", "i8", "i16", "i32", "i64", "isize", "f32", "f64"].contains(&expected);
+        // serde names Rust's types; a pipeline's author thinks in YAML's.
+        let readable = match expected {
+            "u8" | "u16" | "u32" | "u64" | "usize" => Some("a non-negative integer"),
+            "i8" | "i16" | "i32" | "i64" | "isize" => Some("an integer"),
+            "f32" | "f64" => Some("a number"),
+            _ => None,
+        };
+        let numeric = readable.is_some();
         let quoted_number = message
             .strip_prefix("invalid type: string \"")
             .and_then(|rest| rest.split_once('"'))
@@ -545,10 +552,14 @@ fn typed<T: serde::de::DeserializeOwned>(tree: &Value, spans: &SpanIndex) -> Che
             " (YAML 1.2 reads yes/no/on/off as strings: write true or false)"
         } else if quoted_number && numeric {
             " (numbers must not be quoted)"
-        } else if message.contains("floating point") && (message.contains("expected u") || message.contains("expected i")) {
+        } else if message.contains("floating point") && readable.is_some_and(|r| r.ends_with("integer")) {
             " (this key takes an integer)"
         } else {
             ""
+        };
+        let message = match readable {
+            Some(r) => format!("{}{r}", message.strip_suffix(expected).unwrap_or(&message)),
+            None => message.to_string(),
         };
         fail(spans.value(&path).cloned(), &path, format!("{message}{hint}"))
     })
@@ -577,18 +588,21 @@ fn unknown_field(message: &str) -> Option<(String, Vec<String>)> {
 fn load_plugins(pipeline: &mut Pipeline, spans: &SpanIndex, extra: &[PathBuf]) -> Checked<()> {
     let mut errors = Vec::new();
     let from_env = crate::dynamic::from_env().map_err(|e| PipelineError(vec![Diagnostic { span: None, path: String::new(), message: format!("{e:#}") }]))?;
-    let mut libraries: Vec<(PathBuf, String)> = from_env.into_iter().map(|p| (p, "RIFLE_PLUGIN_PATH".into())).collect();
-    // Libraries given with --plugin join the pipeline's own list (absolute), so the recorded pipeline
-    // names them: resuming the run or predicting with it loads them again.
+    // Libraries given with --plugin or found through RIFLE_PLUGIN_PATH join the pipeline's own list
+    // (absolute), so the recorded pipeline names them: resuming the run or predicting with it loads them
+    // again, with or without the flag and the variable.
     let own = pipeline.plugins.len();
-    for lib in extra {
-        let absolute = std::path::absolute(lib).unwrap_or_else(|_| lib.clone()).display().to_string();
+    let mut origins = Vec::new();
+    for (lib, origin) in extra.iter().cloned().map(|p| (p, "--plugin")).chain(from_env.into_iter().map(|p| (p, "RIFLE_PLUGIN_PATH"))) {
+        let absolute = std::path::absolute(&lib).unwrap_or(lib).display().to_string();
         if !pipeline.plugins.contains(&absolute) {
             pipeline.plugins.push(absolute);
+            origins.push(origin);
         }
     }
+    let mut libraries = Vec::new();
     for (i, lib) in pipeline.plugins.iter_mut().enumerate() {
-        let at = if i < own { index("plugins", i) } else { "--plugin".to_string() };
+        let at = if i < own { index("plugins", i) } else { origins[i - own].to_string() };
         match file_path(lib, spans.value(&at)) {
             Ok(p) => {
                 *lib = p.display().to_string();
