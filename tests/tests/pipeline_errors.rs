@@ -73,6 +73,11 @@ fn unknown_keys_list_the_valid_ones_and_suggest_the_closest() {
     let e = error(&BASE.replace("  lr: 0.1\n", "  lr: 0.1\n  momentun: 0.9\n"), &[]);
     assert_eq!(e, "p.yaml:9:3: optimizer.momentun: unknown key `momentun`; valid keys: algorithm, lr, momentum, nesterov, betas, eps, weight_decay, groups (did you mean `momentum`?)");
 
+    // A sweep file given where a pipeline goes says what it is.
+    let e = error("base: mock.yaml\naxes: []\n", &[]);
+    assert!(e.starts_with("p.yaml:1:1: base: unknown key `base`; valid keys: extends,"), "{e}");
+    assert!(e.ends_with("(this looks like a sweep file: run it with `rifle sweep`, which checks every run before the first starts)"), "{e}");
+
     // A plugin name is checked like a key.
     let e = error(&BASE.replace("  resnet: {", "  resnett: {"), &[]);
     assert_eq!(e, "p.yaml:4:3: backbone: unknown backbone plugin `resnett`; did you mean `resnet`? backbone plugins are: mlp, resnet");

@@ -529,7 +529,11 @@ fn typed<T: serde::de::DeserializeOwned>(tree: &Value, spans: &SpanIndex) -> Che
         let message = strip_location(&message);
         if let Some((field, expected)) = unknown_field(&message) {
             let at = if path.ends_with(&field) { path.clone() } else { child(&path, &field) };
-            let hint = suggestion(&field, expected.iter().map(String::as_str));
+            let hint = if at == "base" || at == "axes" {
+                " (this looks like a sweep file: run it with `rifle sweep`, which checks every run before the first starts)".to_string()
+            } else {
+                suggestion(&field, expected.iter().map(String::as_str))
+            };
             return fail(spans.key(&at).cloned(), &at, format!("unknown key `{field}`; valid keys: {}{hint}", expected.join(", ")));
         }
         if let Some(field) = message.strip_prefix("missing field `").and_then(|m| m.strip_suffix('`')) {
