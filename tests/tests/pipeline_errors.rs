@@ -272,6 +272,17 @@ fn set_overrides_are_typed_like_the_file() {
 }
 
 #[test]
+fn every_unset_variable_is_named_at_once() {
+    let text = "epochs: 1\nbatch_size: 4\nbackbone: {resnet: {arch: resnet18}}\nweights: {path: \"${RIFLE_TEST_UNSET_W}/w.pth\"}\ndataset:\n  image_folder: {train: \"${RIFLE_TEST_UNSET_D}/train\", test: \"${RIFLE_TEST_UNSET_D}/test\"}\noptimizer: {lr: 0.1}\n";
+    assert_eq!(
+        error(text, &[]),
+        "p.yaml:6:25: dataset.image_folder.train: `${RIFLE_TEST_UNSET_D}/train`: environment variable `RIFLE_TEST_UNSET_D` is not set\n\
+         p.yaml:6:62: dataset.image_folder.test: `${RIFLE_TEST_UNSET_D}/test`: environment variable `RIFLE_TEST_UNSET_D` is not set\n\
+         p.yaml:4:17: weights.path: `${RIFLE_TEST_UNSET_W}/w.pth`: environment variable `RIFLE_TEST_UNSET_W` is not set"
+    );
+}
+
+#[test]
 fn relative_paths_are_relative_to_the_file_that_writes_them() {
     let dir = tempfile::tempdir().unwrap();
     rifle_tests::image_folder(&dir.path().join("sets/data/train"), &["a", "b"], 1, 8);

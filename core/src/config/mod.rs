@@ -328,9 +328,15 @@ pub fn load(path: &Path, overrides: &[String], extra_plugins: &[PathBuf]) -> Che
     spans.prune(&tree);
     let mut pipeline: Pipeline = typed(&tree, &spans)?;
     load_plugins(&mut pipeline, &spans, extra_plugins)?;
-    let mut plugins = resolve_plugins(&mut pipeline, &spans)?;
+    // Plugin parameters and the pipeline's own paths are checked independently, so one report names every
+    // unset variable or missing file, not the first.
+    let plugins = resolve_plugins(&mut pipeline, &spans);
+    let paths = expand_paths(&mut pipeline, &spans);
+    let mut plugins = match (plugins, paths) {
+        (Ok(plugins), Ok(())) => plugins,
+        (plugins, paths) => return Err(PipelineError([plugins.err(), paths.err()].into_iter().flatten().flat_map(|e| e.0).collect())),
+    };
     share_decode_rules(&mut pipeline, &mut plugins.dataset, &spans)?;
-    expand_paths(&mut pipeline, &spans)?;
     check_pipeline(&pipeline, &plugins, &spans)?;
     let resolved = serde_yaml::to_string(&pipeline).map_err(|e| PipelineError(vec![Diagnostic { span: None, path: String::new(), message: e.to_string() }]))?;
     Ok(Loaded { pipeline, plugins, resolved, source: path.to_path_buf(), spans })
